@@ -1,0 +1,261 @@
+// Greenlets: spawn / get / join / kill / link, joinall / killall — gevent's API on Boost.Fiber.
+//
+// A Greenlet<R> is a cheap copyable handle (a shared_ptr). Dropping every handle neither blocks nor
+// kills the fiber: it runs to completion on its own.
+//
+// Killed greenlets: kill() delivers fiberio::GreenletExit at the target's current or next suspension
+// point (any fiberio blocking call, sleep or yield); its destructors and catch blocks run. A greenlet
+// killed before it started never runs. Afterwards: dead() and ready() are true, killed() is true,
+// successful() is false, exception() holds the GreenletExit, and get() rethrows GreenletExit.
+// (gevent returns the GreenletExit as the value; C++ has no value to return.) joinall(raise_error)
+// does not treat a kill as a failure, and the error handler never reports it.
+#pragma once
+#include <boost/context/detail/exception.hpp>
+#include <boost/fiber/fiber.hpp>
+
+#include <atomic>
+#include <concepts>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "fiberio/hub.hpp"
+#include "fiberio/links.hpp"
+#include "fiberio/time.hpp"
+
+namespace fiberio {
+
+template <class R>
+class Greenlet;
+
+class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
+ public:
+  enum class Status { Pending, Running, Succeeded, Failed, Killed };
+  GreenletBase(const GreenletBase&) = delete;
+  GreenletBase& operator=(const GreenletBase&) = delete;
+  virtual ~GreenletBase() = default;
+
+  std::uint64_t id() const noexcept { return id_; }
+  detail::Hub* hub() const noexcept { return hub_; }  // the thread it runs on
+  std::string name() const;  // "Greenlet-<id>" unless set
+  void set_name(std::string name);
+  Status status() const;
+  bool started() const { return status() != Status::Pending; }
+  bool ready() const { return dead(); }
+  bool dead() const;
+  bool successful() const { return status() == Status::Succeeded; }
+  bool killed() const { return status() == Status::Killed; }
+  std::exception_ptr exception() const;
+
+  // Waits for the greenlet to finish; false if `timeout` passed first.
+  bool join(OptDuration timeout = {});
+  // See the top of this file. block: wait (up to timeout) for it to finish unwinding.
+  void kill(bool block = true, OptDuration timeout = {});
+  // cb runs once when the greenlet finishes (on the finishing fiber); at once if already finished.
+  detail::Links::Id rawlink(std::function<void()> cb);
+  void unlink(detail::Links::Id id);
+
+ protected:
+  GreenletBase();
+  // Runs body in the calling fiber as this greenlet; stores its outcome.
+  template <class Body>
+  void run(Body& body);
+  void rethrow_if_failed() const;
+
+ private:
+  friend class detail::Hub;
+  void begin() noexcept;
+  void finish() noexcept;
+
+  detail::Hub* hub_;
+  std::uint64_t id_;
+  std::unique_ptr<std::string> name_;
+  Status status_ = Status::Pending;
+  bool kill_requested_ = false;
+  std::exception_ptr exception_;
+  boost::fibers::context* ctx_ = nullptr;
+  mutable detail::Spinlock lock_;
+  detail::WaitList joiners_;
+  detail::Links links_;
+  std::size_t registry_index_ = 0;
+};
+
+template <class Body>
+void GreenletBase::run(Body& body) noexcept {
+  begin();
+  if (!kill_requested_) {
+    try {
+      body();
+      status_ = Status::Succeeded;
+    } catch (const boost::context::detail::forced_unwind&) {
+      throw;  // Boost.Context is unwinding this fiber's stack: let it
+    } catch (const GreenletExit&) {
+      exception_ = std::current_exception();
+      status_ = Status::Killed;
+    } catch (...) {
+      exception_ = std::current_exception();
+      status_ = Status::Failed;
+    }
+  } else {
+    exception_ = std::make_exception_ptr(GreenletExit{});
+    status_ = Status::Killed;
+  }
+  finish();
+}
+
+namespace detail {
+template <class R>
+struct Unit {
+  using type = R;
+};
+template <>
+struct Unit<void> {
+  struct type {};
+};
+
+template <class R>
+class GreenletState final : public GreenletBase {
+ public:
+  template <class Fn>
+  void run_body(Fn& fn) {
+    auto body = [&] {
+      if constexpr (std::is_void_v<R>) fn();
+      else value_.emplace(fn());
+    };
+    run(body);
+  }
+  R value() const {
+    rethrow_if_failed();
+    if constexpr (!std::is_void_v<R>) return *value_;
+  }
+
+ private:
+  std::optional<typename Unit<R>::type> value_;
+};
+}  // namespace detail
+
+// A type-erased handle to any greenlet: what joinall/killall take and return.
+class GreenletRef {
+ public:
+  GreenletRef() = default;
+  explicit GreenletRef(std::shared_ptr<GreenletBase> s) : s_(std::move(s)) {}
+
+  explicit operator bool() const noexcept { return static_cast<bool>(s_); }
+  GreenletBase& base() const { return *s_; }
+  std::uint64_t id() const { return s_->id(); }
+  std::string name() const { return s_->name(); }
+  void set_name(std::string n) const { s_->set_name(std::move(n)); }
+  bool started() const { return s_->started(); }
+  bool ready() const { return s_->ready(); }
+  bool dead() const { return s_->dead(); }
+  bool successful() const { return s_->successful(); }
+  bool killed() const { return s_->killed(); }
+  std::exception_ptr exception() const { return s_->exception(); }
+  bool join(OptDuration timeout = {}) const { return s_->join(timeout); }
+  void kill(bool block = true, OptDuration timeout = {}) const { s_->kill(block, timeout); }
+  detail::Links::Id rawlink(std::function<void()> cb) const { return s_->rawlink(std::move(cb)); }
+  void unlink(detail::Links::Id id) const { s_->unlink(id); }
+  friend bool operator==(const GreenletRef& a, const GreenletRef& b) noexcept { return a.s_ == b.s_; }
+
+ protected:
+  std::shared_ptr<GreenletBase> s_;
+};
+
+template <class R>
+class Greenlet : public GreenletRef {
+ public:
+  Greenlet() = default;
+  explicit Greenlet(std::shared_ptr<detail::GreenletState<R>> s) : GreenletRef(std::move(s)) {}
+
+  // The result, or the greenlet's exception rethrown (same type, same what()).
+  R get() const {
+    s_->join();
+    return state().value();
+  }
+  // As get(), but throws TimeoutError if not finished within timeout (the greenlet keeps running).
+  R get(OptDuration timeout) const {
+    if (!s_->join(timeout)) throw TimeoutError(fmt_timeout());
+    return state().value();
+  }
+  // cb(this greenlet) runs once it finishes.
+  detail::Links::Id link(std::function<void(Greenlet<R>)> cb) const {
+    auto self = *this;
+    return s_->rawlink([self, cb = std::move(cb)] { cb(self); });
+  }
+
+ private:
+  detail::GreenletState<R>& state() const { return static_cast<detail::GreenletState<R>&>(*s_); }
+  std::string fmt_timeout() const { return "fiberio: " + name() + ".get() timed out"; }
+};
+
+namespace detail {
+template <class R, class Fn>
+Greenlet<R> launch(Fn&& fn) {
+  Hub& hub = Hub::current();
+  auto st = std::make_shared<GreenletState<R>>();
+  hub.add_greenlet(st.get());
+  boost::fibers::fiber f(std::allocator_arg, PooledStack{&hub.stacks()},
+                         [st, fn = std::forward<Fn>(fn)]() mutable { st->run_body(fn); });
+  f.detach();
+  return Greenlet<R>(std::move(st));
+}
+}  // namespace detail
+
+// Starts f(args...) in a new greenlet; it runs when the caller next blocks or yields.
+template <class F, class... Args>
+auto spawn(F&& f, Args&&... args) {
+  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
+  return detail::launch<R>([fn = std::forward<F>(f), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
+    return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
+  });
+}
+
+// As spawn(), but f starts only after `delay` (killing it before then means it never runs).
+template <class F, class... Args>
+auto spawn_later(Duration delay, F&& f, Args&&... args) {
+  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
+  return detail::launch<R>(
+      [delay, fn = std::forward<F>(f), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
+        sleep(delay);
+        return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
+      });
+}
+
+// The running greenlet, or an empty handle in the main fiber.
+GreenletRef getcurrent();
+
+// Waits for greenlets to finish; returns the finished ones in completion order (already-finished ones
+// first, in the given order). Stops after `count` have finished or `timeout` passed. With
+// raise_error, rethrows the first failure (a kill is not a failure).
+std::vector<GreenletRef> joinall(std::span<const GreenletRef> greenlets, OptDuration timeout = {},
+                                 bool raise_error = false, std::optional<std::size_t> count = {});
+inline std::vector<GreenletRef> joinall(std::initializer_list<GreenletRef> greenlets, OptDuration timeout = {},
+                                        bool raise_error = false, std::optional<std::size_t> count = {}) {
+  return joinall(std::span<const GreenletRef>(greenlets.begin(), greenlets.size()), timeout, raise_error, count);
+}
+template <class Range>
+  requires std::convertible_to<std::ranges::range_value_t<Range>, GreenletRef>
+std::vector<GreenletRef> joinall(const Range& greenlets, OptDuration timeout = {}, bool raise_error = false,
+                                 std::optional<std::size_t> count = {}) {
+  std::vector<GreenletRef> refs(std::ranges::begin(greenlets), std::ranges::end(greenlets));
+  return joinall(std::span<const GreenletRef>(refs), timeout, raise_error, count);
+}
+
+// Kills all; with block, waits (up to timeout) until they have all unwound.
+void killall(std::span<const GreenletRef> greenlets, bool block = true, OptDuration timeout = {});
+inline void killall(std::initializer_list<GreenletRef> greenlets, bool block = true, OptDuration timeout = {}) {
+  killall(std::span<const GreenletRef>(greenlets.begin(), greenlets.size()), block, timeout);
+}
+template <class Range>
+  requires std::convertible_to<std::ranges::range_value_t<Range>, GreenletRef>
+void killall(const Range& greenlets, bool block = true, OptDuration timeout = {}) {
+  std::vector<GreenletRef> refs(std::ranges::begin(greenlets), std::ranges::end(greenlets));
+  killall(std::span<const GreenletRef>(refs), block, timeout);
+}
+
+}  // namespace fiberio

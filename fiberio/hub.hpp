@@ -1,0 +1,217 @@
+// The hub: one per OS thread, created on first use. It is a Boost.Fiber scheduling algorithm —
+// round-robin over ready fibers; when none is ready it waits in the Poller (epoll) until the earliest
+// timer deadline, an fd event, or a cross-thread wake-up (notify(), the only cross-thread entry).
+//
+// Everything that blocks in fiberio funnels through detail::park(): a fiber enqueues a Waiter on a
+// WaitList and suspends; notify_one/notify_all, its deadline, kill() or a Timeout guard wake it. That
+// single funnel is what makes kill() and Timeout work at every suspension point.
+#pragma once
+#include <boost/fiber/algo/algorithm.hpp>
+#include <boost/fiber/context.hpp>
+#include <boost/fiber/detail/spinlock.hpp>
+#include <boost/fiber/properties.hpp>
+#include <boost/fiber/scheduler.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "fiberio/errors.hpp"
+#include "fiberio/poller.hpp"
+#include "fiberio/stack.hpp"
+
+namespace fiberio {
+
+using Clock = std::chrono::steady_clock;
+using Duration = Clock::duration;
+// Every wait takes std::optional<Duration>: empty means "no timeout".
+using OptDuration = std::optional<Duration>;
+
+class GreenletBase;
+
+namespace detail {
+
+using Deadline = Clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+inline Deadline deadline_after(const OptDuration& d) {
+  if (!d) return kNoDeadline;
+  if (*d <= Duration::zero()) return Clock::now();
+  auto now = Clock::now();
+  return (*d >= kNoDeadline - now) ? kNoDeadline : now + *d;
+}
+
+using Spinlock = boost::fibers::detail::spinlock;
+using SpinLockGuard = boost::fibers::detail::spinlock_lock;  // std::unique_lock<Spinlock>
+
+// A fiber parked on a WaitList. Lives on the parked fiber's stack.
+struct Waiter {
+  boost::fibers::waker waker;
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+  bool linked = false;
+  bool notified = false;
+};
+
+// Intrusive FIFO of parked fibers. Not synchronized itself: guarded by the lock passed to park().
+class WaitList {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  std::size_t size() const noexcept { return size_; }
+  void push_back(Waiter& w) noexcept;
+  void remove(Waiter& w) noexcept;
+  // Wakes the longest-waiting fiber; false if none was waiting.
+  bool notify_one() noexcept;
+  void notify_all() noexcept;
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// What a parked fiber waits for, so the hub can tell whether anything could ever wake it (LoopExit).
+enum class WaitKind {
+  Local,     // only a fiber of this hub can wake it (Queue, Lock, join...)
+  External,  // another thread may wake it (Event, AsyncResult, cross-thread join)
+  Fd,        // an fd event wakes it
+};
+
+// Parks the running fiber on `list` until notified, `deadline` passes, it is killed, or an enclosing
+// Timeout guard expires. `lk` is held on entry and on return (released while parked).
+// Returns true if notified, false if `deadline` passed. Throws GreenletExit / TimeoutError / LoopExit.
+// A notification always wins: if the fiber was notified it returns true, and a pending kill or
+// expired Timeout is delivered at its next suspension point instead — no hand-off is ever lost.
+bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local);
+
+// Parks with nothing to wait for but the deadline (sleep). Throws as park().
+void park_until(Deadline deadline);
+
+// Throws the running fiber's pending kill or expired Timeout, if any. Cheap; called at every
+// suspension point.
+void check_interrupts();
+
+// A Timeout guard registered on the running fiber.
+struct TimeoutEntry {
+  Deadline deadline;
+  Duration after;
+  const Timeout* owner;
+  bool fired;
+};
+
+// Per-fiber state, attached to each Boost.Fiber context (main fiber included) on first use.
+class FiberState : public boost::fibers::fiber_properties {
+ public:
+  explicit FiberState(boost::fibers::context* ctx) : fiber_properties(ctx) {}
+  GreenletBase* greenlet = nullptr;  // null for the main fiber
+  Waiter* parked = nullptr;          // set while parked: kill()/LoopExit wake it through this
+  std::exception_ptr pending;        // GreenletExit or LoopExit to deliver at the next suspension
+  std::vector<TimeoutEntry> timeouts;
+  std::unordered_map<const void*, std::shared_ptr<void>> locals;  // fiberio::local<T> storage
+
+  Deadline earliest_timeout() const noexcept {
+    Deadline d = kNoDeadline;
+    for (auto& t : timeouts)
+      if (!t.fired && t.deadline < d) d = t.deadline;
+    return d;
+  }
+  // Sets `pending` and wakes the fiber if it is parked (same thread only).
+  void interrupt(std::exception_ptr e) noexcept;
+};
+
+FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::active());
+
+class Hub;
+
+// Per-fd registration, alive while the fd is registered or a fiber still waits on it.
+struct FdState {
+  int fd;
+  std::uint32_t generation;
+  bool closed = false;
+  WaitList readers, writers;
+  std::size_t exclusive_readers = 0, exclusive_writers = 0;
+};
+
+enum class Io { Read, Write };
+enum class FdWait { Ready, TimedOut, Closed, NotPollable };
+
+class Hub final : public boost::fibers::algo::algorithm {
+  friend class fiberio::GreenletBase;
+ public:
+  // The calling thread's hub, created (and installed as its Boost.Fiber scheduler) on first use.
+  static Hub& current();
+  // The calling thread's hub if it has one, else null. Never creates one.
+  static Hub* get() noexcept;
+
+  Hub();
+  ~Hub() override;
+
+  // boost::fibers::algo::algorithm
+  void awakened(boost::fibers::context* ctx) noexcept override;
+  boost::fibers::context* pick_next() noexcept override;
+  bool has_ready_fibers() const noexcept override { return !ready_.empty(); }
+  void suspend_until(std::chrono::steady_clock::time_point const& tp) noexcept override;
+  void notify() noexcept override;
+
+  StackPool& stacks() noexcept { return stacks_; }
+
+  // fd readiness (see io.hpp for the public face).
+  // exclusive: a second exclusive waiter in the same direction gets ConcurrentObjectUseError.
+  FdWait wait_fd(int fd, Io dir, Deadline deadline, bool exclusive);
+  // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. Call before ::close.
+  void forget_fd(int fd) noexcept;
+
+  // Greenlet bookkeeping.
+  void add_greenlet(GreenletBase* g) noexcept;
+  void remove_greenlet(GreenletBase* g) noexcept;
+  std::size_t live_greenlets() const noexcept { return greenlets_.size(); }
+
+  using ErrorHandler = std::function<void(const GreenletBase&, std::exception_ptr)>;
+  void set_error_handler(ErrorHandler h) { error_handler_ = std::move(h); }
+  void report_error(const GreenletBase& g, std::exception_ptr e) noexcept;
+
+  std::uint64_t switches() const noexcept { return switches_; }
+  void count_wait(WaitKind k, int delta) noexcept;
+
+  // Kills every remaining greenlet and waits (bounded) for them to unwind. Run at thread exit.
+  void shutdown() noexcept;
+  void after_fork_child() noexcept;
+
+ private:
+  void poll(std::int64_t timeout_ns) noexcept;
+  void raise_loop_exit() noexcept;
+  std::shared_ptr<FdState>& fd_slot(int fd);
+
+  boost::fibers::scheduler::ready_queue_type ready_;
+  Poller poller_;
+  StackPool stacks_;
+  std::vector<Poller::Ready> events_;
+  std::vector<std::shared_ptr<FdState>> fds_;
+  std::uint32_t next_generation_ = 1;
+  std::vector<GreenletBase*> greenlets_;
+  boost::fibers::context* main_ctx_ = nullptr;
+  ErrorHandler error_handler_;
+  std::atomic<bool> notified_{false};
+  std::size_t external_waiters_ = 0;
+  std::size_t fd_waiters_ = 0;
+  std::uint64_t switches_ = 0;
+  std::uint32_t dispatcher_rounds_ = 0;
+  bool shutting_down_ = false;
+};
+
+}  // namespace detail
+
+// Number of fiber switches this thread's hub has made (diagnostics; tests use it to prove yielding).
+std::uint64_t hub_switches();
+// Live greenlets on this thread's hub.
+std::size_t live_greenlets();
+// Replaces this thread's handler for exceptions escaping greenlets (default: print to stderr).
+void set_error_handler(std::function<void(const GreenletBase&, std::exception_ptr)> handler);
+// "std::runtime_error: boom" for an exception_ptr (what the default error handler prints).
+std::string describe_exception(std::exception_ptr e);
+
+}  // namespace fiberio

@@ -1,0 +1,46 @@
+#include "fiberio/io.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <system_error>
+
+namespace fiberio {
+
+namespace {
+void wait_fd(int fd, detail::Io dir, OptDuration timeout) {
+  const char* what = dir == detail::Io::Read ? "wait_read" : "wait_write";
+  switch (detail::Hub::current().wait_fd(fd, dir, detail::deadline_after(timeout), true)) {
+    case detail::FdWait::Ready:
+      return;
+    case detail::FdWait::TimedOut:
+      throw TimeoutError(fmt::format("fiberio::{}(fd {}): timed out", what, fd));
+    case detail::FdWait::Closed:
+      throw ClosedError(fmt::format("fiberio::{}(fd {}): the fd was closed", what, fd));
+    case detail::FdWait::NotPollable:
+      throw std::system_error(EPERM, std::generic_category(),
+                              fmt::format("fiberio::{}(fd {}): fd cannot be polled (regular file?)", what, fd));
+  }
+}
+}  // namespace
+
+void wait_read(int fd, OptDuration timeout) { wait_fd(fd, detail::Io::Read, timeout); }
+void wait_write(int fd, OptDuration timeout) { wait_fd(fd, detail::Io::Write, timeout); }
+
+void forget_fd(int fd) noexcept {
+  if (auto* hub = detail::Hub::get()) hub->forget_fd(fd);
+}
+
+int close(int fd) noexcept {
+  forget_fd(fd);
+  return ::close(fd);
+}
+
+void set_nonblocking(int fd, bool on) {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK)) < 0)
+    throw std::system_error(errno, std::generic_category(), fmt::format("fiberio::set_nonblocking(fd {})", fd));
+}
+
+}  // namespace fiberio

@@ -1,0 +1,35 @@
+// Completion callbacks ("rawlink" in gevent) shared by Greenlet, Event and AsyncResult: the building
+// block of joinall(), wait() and iwait().
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+namespace fiberio::detail {
+
+// Not synchronized: the owner guards it with its own lock and calls the taken callbacks unlocked.
+class Links {
+ public:
+  using Id = std::uint64_t;
+  Id add(std::function<void()> cb) {
+    callbacks_.emplace_back(++last_id_, std::move(cb));
+    return last_id_;
+  }
+  void remove(Id id) {
+    for (auto it = callbacks_.begin(); it != callbacks_.end(); ++it)
+      if (it->first == id) {
+        callbacks_.erase(it);
+        return;
+      }
+  }
+  std::vector<std::pair<Id, std::function<void()>>> take() { return std::exchange(callbacks_, {}); }
+  std::vector<std::pair<Id, std::function<void()>>> copy() const { return callbacks_; }
+  bool empty() const noexcept { return callbacks_.empty(); }
+
+ private:
+  std::vector<std::pair<Id, std::function<void()>>> callbacks_;
+  Id last_id_ = 0;
+};
+
+}  // namespace fiberio::detail

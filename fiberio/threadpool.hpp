@@ -1,0 +1,74 @@
+// ThreadPool: run CPU-heavy or unavoidably blocking work on OS threads while only the calling fiber
+// waits (the hub keeps serving everyone else). Results come back as AsyncResult, exceptions included.
+#pragma once
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "fiberio/event.hpp"
+
+namespace fiberio {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(std::size_t threads);
+  // Runs what is already queued, then joins the threads.
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  std::size_t size() const noexcept { return threads_.size(); }
+
+  // Queues f(args...) and returns at once; the AsyncResult gets its result or exception.
+  template <class F, class... Args>
+  auto spawn(F&& f, Args&&... args) {
+    using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
+    AsyncResult<R> result;
+    submit([result, fn = std::forward<F>(f), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable {
+      try {
+        if constexpr (std::is_void_v<R>) {
+          std::apply(fn, std::move(tup));
+          result.set();
+        } else {
+          result.set(std::apply(fn, std::move(tup)));
+        }
+      } catch (...) {
+        result.set_exception(std::current_exception());
+      }
+    });
+    return result;
+  }
+
+  // Runs f(args...) on a pool thread; blocks only the calling fiber; returns its result or rethrows.
+  template <class F, class... Args>
+  auto apply(F&& f, Args&&... args) {
+    return spawn(std::forward<F>(f), std::forward<Args>(args)...).get();
+  }
+
+ private:
+  void submit(std::function<void()> task);
+  void worker();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// The per-process default pool (max(4, hardware threads) threads), created on first use and again
+// in a fork()ed child.
+ThreadPool& default_threadpool();
+
+// default_threadpool().apply(f, args...).
+template <class F, class... Args>
+auto run_in_thread(F&& f, Args&&... args) {
+  return default_threadpool().apply(std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+}  // namespace fiberio

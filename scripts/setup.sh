@@ -1,0 +1,22 @@
+#!/bin/sh
+# Installs fiberio's build and test dependencies from Debian 12 packages.
+# Idempotent: installs only what is missing, so it is cheap on a ready machine.
+set -eu
+PKGS="build-essential cmake pkg-config
+libboost-fiber1.81-dev libboost-context1.81-dev
+libfmt-dev googletest libgtest-dev libbenchmark-dev
+libhiredis-dev redis-server libpq-dev postgresql
+libcurl4-openssl-dev libssl-dev openssl"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+  # Debian starts redis/postgresql services on install; tests start their own private servers.
+else
+  echo "setup: all dependencies present"
+fi
