@@ -90,10 +90,15 @@ void GreenletBase::begin() noexcept {
   status_ = Status::Running;
 }
 
-void GreenletBase::finish() noexcept {
+void GreenletBase::finish(Status outcome, std::exception_ptr error) noexcept {
   // Keep ourselves alive through the callbacks even if every handle is gone.
   auto self = shared_from_this();
-  if (status_ == Status::Failed) hub_->report_error(*this, exception_);
+  {
+    detail::SpinLockGuard lk(lock_);
+    status_ = outcome;
+    exception_ = error;
+  }
+  if (outcome == Status::Failed) hub_->report_error(*this, error);
   decltype(links_.take()) callbacks;
   {
     detail::SpinLockGuard lk(lock_);
@@ -104,6 +109,8 @@ void GreenletBase::finish() noexcept {
   for (auto& [id, cb] : callbacks) {
     try {
       cb();
+    } catch (const GreenletExit&) {
+      // a callback that blocked was killed along with us: not an error
     } catch (...) {
       hub_->report_error(*this, std::current_exception());
     }

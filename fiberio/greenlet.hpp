@@ -70,7 +70,9 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
  private:
   friend class detail::Hub;
   void begin() noexcept;
-  void finish() noexcept;
+  // Publishes the outcome (under lock_: joiners on other threads read it), reports a failure, wakes
+  // joiners and runs the links.
+  void finish(Status outcome, std::exception_ptr error) noexcept;
 
   detail::Hub* hub_;
   std::uint64_t id_;
@@ -86,26 +88,26 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
 };
 
 template <class Body>
-void GreenletBase::run(Body& body) noexcept {
+void GreenletBase::run(Body& body) {
   begin();
+  Status outcome = Status::Killed;
+  std::exception_ptr error;
   if (!kill_requested_) {
     try {
       body();
-      status_ = Status::Succeeded;
+      outcome = Status::Succeeded;
     } catch (const boost::context::detail::forced_unwind&) {
       throw;  // Boost.Context is unwinding this fiber's stack: let it
     } catch (const GreenletExit&) {
-      exception_ = std::current_exception();
-      status_ = Status::Killed;
+      error = std::current_exception();
     } catch (...) {
-      exception_ = std::current_exception();
-      status_ = Status::Failed;
+      error = std::current_exception();
+      outcome = Status::Failed;
     }
   } else {
-    exception_ = std::make_exception_ptr(GreenletExit{});
-    status_ = Status::Killed;
+    error = std::make_exception_ptr(GreenletExit{});
   }
-  finish();
+  finish(outcome, std::move(error));
 }
 
 namespace detail {
@@ -198,10 +200,10 @@ template <class R, class Fn>
 Greenlet<R> launch(Fn&& fn) {
   Hub& hub = Hub::current();
   auto st = std::make_shared<GreenletState<R>>();
-  hub.add_greenlet(st.get());
   boost::fibers::fiber f(std::allocator_arg, PooledStack{&hub.stacks()},
                          [st, fn = std::forward<Fn>(fn)]() mutable { st->run_body(fn); });
   f.detach();
+  hub.add_greenlet(st.get());  // only once the fiber exists: a failed spawn leaves no registration
   return Greenlet<R>(std::move(st));
 }
 }  // namespace detail

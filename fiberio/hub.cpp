@@ -2,11 +2,14 @@
 
 #include <cxxabi.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <pthread.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <typeinfo>
+#include <unordered_set>
 
 #include "fiberio/greenlet.hpp"
 #include "fiberio/time.hpp"
@@ -14,14 +17,35 @@
 namespace fiberio {
 namespace detail {
 
+thread_local constinit Hub* t_hub = nullptr;
+
 namespace {
-thread_local Hub* t_hub = nullptr;
 
 // Destroyed at thread exit before Boost.Fiber's own per-thread scheduler (it is constructed after it),
 // so the remaining fibers are killed and unwound while the scheduler can still run them.
 struct HubShutdown {
   ~HubShutdown() {
-    if (t_hub) t_hub->shutdown();
+    if (!t_hub) return;
+    if (!t_hub->shutdown()) {
+      // Boost.Fiber's scheduler teardown, next, would wait for these fibers forever (spinning).
+      std::fputs("fiberio: ending the process: greenlets that ignore their kill would keep this thread "
+                 "from ever exiting\n",
+                 stderr);
+      std::fflush(nullptr);
+      std::_Exit(EXIT_FAILURE);
+    }
+    if (!boost::fibers::context::active()->is_context(boost::fibers::type::main_context)) {
+      // exit() was called from inside a greenlet. Boost.Fiber can tear a thread's scheduler down only
+      // from the thread's main fiber (from here it would wait forever for this very fiber to end),
+      // and exit() does not tell its status to thread-exit handlers. The other greenlets have been
+      // unwound; end the process now rather than hang.
+      std::fputs("fiberio: exit() called from inside a greenlet: other greenlets were unwound, but atexit "
+                 "handlers and static destructors are skipped and the exit status is lost (exiting with 1); "
+                 "return from main() or call exit() from the main fiber instead\n",
+                 stderr);
+      std::fflush(nullptr);
+      std::_Exit(EXIT_FAILURE);
+    }
   }
 };
 
@@ -29,7 +53,7 @@ void after_fork_in_child() {
   if (t_hub) t_hub->after_fork_child();
 }
 
-constexpr std::uint32_t kPollEvery = 64;  // picks between non-blocking polls while fibers stay busy
+constexpr std::uint32_t kDispatchEvery = 64;  // picks between dispatcher turns while fibers stay busy
 }  // namespace
 
 // ---- WaitList ----
@@ -70,8 +94,14 @@ void WaitList::notify_all() noexcept {
 
 // ---- parking ----
 void FiberState::interrupt(std::exception_ptr e) noexcept {
+  if (!pending && t_hub) ++t_hub->armed;
   pending = std::move(e);
   if (parked) parked->waker.wake();
+}
+
+FiberState::~FiberState() {
+  // An undelivered kill (the fiber ended first) must not keep the hub's fast path disarmed.
+  if (pending && t_hub) --t_hub->armed;
 }
 
 FiberState& fiber_state(boost::fibers::context* ctx) {
@@ -93,6 +123,7 @@ namespace {
 void deliver(FiberState& st) {
   if (st.pending) [[unlikely]] {
     auto e = std::exchange(st.pending, nullptr);
+    if (t_hub) --t_hub->armed;
     std::rethrow_exception(e);
   }
   if (!st.timeouts.empty()) {
@@ -105,7 +136,7 @@ void deliver(FiberState& st) {
 }
 }  // namespace
 
-void check_interrupts() {
+void check_interrupts_slow() {
   auto* p = boost::fibers::context::active()->get_properties();
   if (p) deliver(*static_cast<FiberState*>(p));
 }
@@ -122,10 +153,17 @@ bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind) {
   list.push_back(w);
   st.parked = &w;
   hub.count_wait(kind, +1);
+  // `lk` is released before the switch, not after it as Boost.Fiber does for fibers that may migrate
+  // between threads: a fiberio fiber never migrates, and a wake-up from another thread only queues it
+  // for this thread's dispatcher, which cannot run before this fiber has suspended. Boost's own
+  // hand-off lock is a dummy it unlocks after the switch.
+  lk.unlock();
+  boost::fibers::detail::spinlock unused;
+  boost::fibers::detail::spinlock_lock handoff(unused, std::adopt_lock);
   if (wake_at == kNoDeadline)
-    ctx->suspend(lk);
+    ctx->suspend(handoff);
   else
-    ctx->wait_until(wake_at, lk, boost::fibers::waker(w.waker));
+    ctx->wait_until(wake_at, handoff, boost::fibers::waker(w.waker));
   lk.lock();
   hub.count_wait(kind, -1);
   st.parked = nullptr;
@@ -143,10 +181,7 @@ void park_until(Deadline deadline) {
 }
 
 // ---- Hub ----
-Hub* Hub::get() noexcept { return t_hub; }
-
-Hub& Hub::current() {
-  if (t_hub) [[likely]] return *t_hub;
+Hub& Hub::create() {
   // Touching Boost.Fiber first creates its per-thread scheduler before our HubShutdown below, so
   // thread-exit destroys HubShutdown first (reverse order of construction).
   auto* active = boost::fibers::context::active();
@@ -169,15 +204,28 @@ Hub::~Hub() {
 }
 
 void Hub::awakened(boost::fibers::context* ctx) noexcept {
+  if (ctx->is_context(boost::fibers::type::dispatcher_context)) [[unlikely]] {
+    dispatcher_ = ctx;
+    return;
+  }
   if (!main_ctx_ && ctx->is_context(boost::fibers::type::main_context)) main_ctx_ = ctx;
   ctx->ready_link(ready_);
 }
 
 boost::fibers::context* Hub::pick_next() noexcept {
-  // Busy fibers never leave the ready queue empty, so look at fds every kPollEvery switches too
-  // (as Go's scheduler checks its netpoller): I/O is never starved by CPU-bound yielding.
-  if (++dispatcher_rounds_ >= kPollEvery) {
-    dispatcher_rounds_ = 0;
+  if (dispatcher_) {
+    // Called by a fiber that suspends or yields: it must get a context back (Boost resumes it
+    // unchecked), so the dispatcher takes over when nothing else is ready.
+    if (ready_.empty() || ++since_dispatch_ >= kDispatchEvery) {
+      busy_dispatch_ = !ready_.empty();
+      since_dispatch_ = 0;
+      ++switches_;
+      return std::exchange(dispatcher_, nullptr);
+    }
+  } else if (std::exchange(busy_dispatch_, false)) {
+    // Called by the dispatcher while fibers stay busy (an idle hub polls in suspend_until): look at
+    // fds too, as Go's scheduler checks its netpoller, so I/O is never starved by CPU-bound yielding.
+    // Only here: a fiber calling pick_next may be parked on an fd this poll would wake.
     poll(0);
   }
   if (ready_.empty()) return nullptr;
@@ -215,8 +263,14 @@ void Hub::poll(std::int64_t timeout_ns) noexcept {
     auto gen = static_cast<std::uint32_t>(ev.token >> 32);
     if (fd >= fds_.size() || !fds_[fd] || fds_[fd]->generation != gen) continue;
     auto st = fds_[fd];
-    if (ev.events & Poller::Readable) st->readers.notify_all();
-    if (ev.events & Poller::Writable) st->writers.notify_all();
+    if (ev.events & Poller::Readable) {
+      st->read_ready = true;
+      st->readers.notify_all();
+    }
+    if (ev.events & Poller::Writable) {
+      st->write_ready = true;
+      st->writers.notify_all();
+    }
   }
 }
 
@@ -258,11 +312,22 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive) {
   if (exclusive && !list.empty())
     throw ConcurrentObjectUseError(fmt::format("fiberio: another fiber is already waiting to {} fd {}",
                                                dir == Io::Read ? "read" : "write", fd));
+  bool& ready = dir == Io::Read ? st->read_ready : st->write_ready;
+  if (ready) {
+    // An event came while nobody waited. It may be stale (the caller already consumed the data), so
+    // confirm; this costs a syscall only after such an unattended event.
+    check_interrupts();  // (before clearing the flag: a throw here must not lose the event)
+    ready = false;
+    pollfd p{fd, static_cast<short>(dir == Io::Read ? POLLIN : POLLOUT), 0};
+    if (::poll(&p, 1, 0) > 0) return FdWait::Ready;
+  }
   Spinlock s;  // the hub's fd lists are touched only by this thread
   SpinLockGuard lk(s);
   bool notified = park(list, lk, deadline, WaitKind::Fd);
   if (st->closed) return FdWait::Closed;
-  return notified ? FdWait::Ready : FdWait::TimedOut;
+  if (!notified) return FdWait::TimedOut;
+  ready = false;  // this waiter consumes the event that woke it
+  return FdWait::Ready;
 }
 
 void Hub::forget_fd(int fd) noexcept {
@@ -297,20 +362,31 @@ void Hub::report_error(const GreenletBase& g, std::exception_ptr e) noexcept {
   }
 }
 
-void Hub::shutdown() noexcept {
+bool Hub::shutdown() noexcept {
   shutting_down_ = true;
   auto give_up = Clock::now() + std::chrono::seconds(3);
-  try {
-    while (!greenlets_.empty() && Clock::now() < give_up) {
-      std::vector<std::shared_ptr<GreenletBase>> alive;
-      for (auto* g : greenlets_) alive.push_back(g->shared_from_this());
-      for (auto& g : alive) g->kill(false);
+  GreenletBase* self = fiber_state().greenlet;  // exit() may be called from a greenlet
+  // Each greenlet is killed once (a second kill could land in the cleanup code the first one started,
+  // even in a destructor). Holding them keeps their addresses from being reused by new greenlets.
+  std::vector<std::shared_ptr<GreenletBase>> killed;
+  std::unordered_set<const GreenletBase*> seen;
+  auto others_alive = [&] { return greenlets_.size() > (self && self->hub_ == this && !self->dead() ? 1u : 0u); };
+  while (others_alive() && Clock::now() < give_up) {
+    try {
+      std::vector<GreenletBase*> now_alive = greenlets_;
+      for (auto* g : now_alive) {
+        if (g == self || !seen.insert(g).second) continue;
+        killed.push_back(g->shared_from_this());
+        g->kill(false);
+      }
       sleep(std::chrono::milliseconds(1));
+    } catch (...) {
     }
-  } catch (...) {
   }
-  if (!greenlets_.empty())
-    std::fprintf(stderr, "fiberio: %zu greenlet(s) did not unwind at thread exit\n", greenlets_.size());
+  if (!others_alive()) return true;
+  std::fprintf(stderr, "fiberio: %zu greenlet(s) did not unwind within 3 s of being killed at thread exit\n",
+               greenlets_.size() - (self ? 1 : 0));
+  return false;
 }
 
 void Hub::after_fork_child() noexcept {

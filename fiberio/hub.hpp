@@ -5,6 +5,13 @@
 // Everything that blocks in fiberio funnels through detail::park(): a fiber enqueues a Waiter on a
 // WaitList and suspends; notify_one/notify_all, its deadline, kill() or a Timeout guard wake it. That
 // single funnel is what makes kill() and Timeout work at every suspension point.
+//
+// Thread exit (including returning from main): the hub kills every greenlet still alive, once, and
+// waits up to 3 s for them to unwind (their destructors and catch blocks run; a cleanup may block
+// briefly). If some ignore the kill, the process ends with status 1 and a message: Boost.Fiber could
+// only wait for them forever. exit() called from inside a greenlet unwinds the others the same way,
+// then ends the process with status 1 (Boost.Fiber cannot shut down from inside a fiber, and exit()
+// hides its status from thread-exit handlers): call exit() from the main fiber, or return from main.
 #pragma once
 #include <boost/fiber/algo/algorithm.hpp>
 #include <boost/fiber/context.hpp>
@@ -12,12 +19,15 @@
 #include <boost/fiber/properties.hpp>
 #include <boost/fiber/scheduler.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -45,8 +55,39 @@ inline Deadline deadline_after(const OptDuration& d) {
   return (*d >= kNoDeadline - now) ? kNoDeadline : now + *d;
 }
 
-using Spinlock = boost::fibers::detail::spinlock;
-using SpinLockGuard = boost::fibers::detail::spinlock_lock;  // std::unique_lock<Spinlock>
+// The lock guarding fiberio's wait lists and objects; may be taken from any thread.
+// Not Boost.Fiber's spinlock: its lock() reserves a ~5 KiB stack frame (for a std::random_device
+// used on first contention), so every call from a fiber could touch a second page of the fiber's
+// stack, and in a shared library it also calls __tls_get_addr each time.
+class Spinlock {
+ public:
+  void lock() noexcept {
+    for (unsigned spins = 0;;) {
+      if (!locked_.exchange(true, std::memory_order_acquire)) return;
+      while (locked_.load(std::memory_order_relaxed)) {
+        // Held by another thread (critical sections are short): spin a little, then let the holder
+        // run — on a busy machine it may have been preempted.
+        if (++spins < 128) relax();
+        else std::this_thread::yield();
+      }
+    }
+  }
+  bool try_lock() noexcept {
+    return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  static void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+  std::atomic<bool> locked_{false};
+};
+using SpinLockGuard = std::unique_lock<Spinlock>;
 
 // A fiber parked on a WaitList. Lives on the parked fiber's stack.
 struct Waiter {
@@ -91,9 +132,15 @@ bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = 
 // Parks with nothing to wait for but the deadline (sleep). Throws as park().
 void park_until(Deadline deadline);
 
+class Hub;
+// The calling thread's hub, or null. constinit: other translation units read it directly, without a
+// TLS wrapper call (it sits on the yield / spawn fast paths).
+extern thread_local constinit Hub* t_hub;
+
 // Throws the running fiber's pending kill or expired Timeout, if any. Cheap; called at every
-// suspension point.
-void check_interrupts();
+// suspension point. Inline fast path: nothing is armed on this hub (no pending kill, no Timeout).
+void check_interrupts_slow();
+inline void check_interrupts();
 
 // A Timeout guard registered on the running fiber.
 struct TimeoutEntry {
@@ -121,17 +168,19 @@ class FiberState : public boost::fibers::fiber_properties {
   }
   // Sets `pending` and wakes the fiber if it is parked (same thread only).
   void interrupt(std::exception_ptr e) noexcept;
+  ~FiberState() override;
 };
 
 FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::active());
-
-class Hub;
 
 // Per-fd registration, alive while the fd is registered or a fiber still waits on it.
 struct FdState {
   int fd;
   std::uint32_t generation;
   bool closed = false;
+  // Edge-triggered events that arrived while no fiber was waiting in that direction would be lost:
+  // they are remembered here, and the next wait confirms them with a zero-timeout poll().
+  bool read_ready = false, write_ready = false;
   WaitList readers, writers;
   std::size_t exclusive_readers = 0, exclusive_writers = 0;
 };
@@ -143,9 +192,12 @@ class Hub final : public boost::fibers::algo::algorithm {
   friend class fiberio::GreenletBase;
  public:
   // The calling thread's hub, created (and installed as its Boost.Fiber scheduler) on first use.
-  static Hub& current();
+  static Hub& current() {
+    if (t_hub) [[likely]] return *t_hub;
+    return create();
+  }
   // The calling thread's hub if it has one, else null. Never creates one.
-  static Hub* get() noexcept;
+  static Hub* get() noexcept { return t_hub; }
 
   Hub();
   ~Hub() override;
@@ -153,7 +205,7 @@ class Hub final : public boost::fibers::algo::algorithm {
   // boost::fibers::algo::algorithm
   void awakened(boost::fibers::context* ctx) noexcept override;
   boost::fibers::context* pick_next() noexcept override;
-  bool has_ready_fibers() const noexcept override { return !ready_.empty(); }
+  bool has_ready_fibers() const noexcept override { return !ready_.empty() || dispatcher_; }
   void suspend_until(std::chrono::steady_clock::time_point const& tp) noexcept override;
   void notify() noexcept override;
 
@@ -176,12 +228,17 @@ class Hub final : public boost::fibers::algo::algorithm {
 
   std::uint64_t switches() const noexcept { return switches_; }
   void count_wait(WaitKind k, int delta) noexcept;
+  // Fibers of this hub with a pending kill/LoopExit, plus live Timeout guards. While zero,
+  // check_interrupts() has nothing to look at and returns at once.
+  std::size_t armed = 0;
 
-  // Kills every remaining greenlet and waits (bounded) for them to unwind. Run at thread exit.
-  void shutdown() noexcept;
+  // Kills every remaining greenlet and waits (3 s at most) for them to unwind. Run at thread exit.
+  // False if some did not (they caught GreenletExit, or block outside fiberio).
+  bool shutdown() noexcept;
   void after_fork_child() noexcept;
 
  private:
+  static Hub& create();
   void poll(std::int64_t timeout_ns) noexcept;
   void raise_loop_exit() noexcept;
   std::shared_ptr<FdState>& fd_slot(int fd);
@@ -199,9 +256,21 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::size_t external_waiters_ = 0;
   std::size_t fd_waiters_ = 0;
   std::uint64_t switches_ = 0;
-  std::uint32_t dispatcher_rounds_ = 0;
+  // Boost.Fiber's dispatcher fiber (timers, wake-ups from other threads, freeing finished fibers) is
+  // held here rather than queued behind every ready fiber: it runs when nothing else is ready, or
+  // once per kDispatchEvery picks while fibers stay busy. A yield between two fibers is then two
+  // switches, not three, and it does not read the clock.
+  boost::fibers::context* dispatcher_ = nullptr;
+  std::uint32_t since_dispatch_ = 0;
+  bool busy_dispatch_ = false;  // the dispatcher's turn came while fibers were ready: poll fds then
   bool shutting_down_ = false;
 };
+
+inline void check_interrupts() {
+  Hub* h = t_hub;
+  if (h && h->armed == 0) [[likely]] return;
+  check_interrupts_slow();
+}
 
 }  // namespace detail
 

@@ -8,6 +8,10 @@
 //   reuses the number. Closing such an fd with plain ::close behind fiberio's back leaves a stale
 //   registration (as with Go's poller); call forget_fd(fd) first if you must.
 // * Two fibers waiting to read (or to write) the same fd at once is a ConcurrentObjectUseError.
+// * Waits behave level-triggered although the registration is edge-triggered: an edge that arrives
+//   while nobody waits is remembered (and confirmed with a zero-timeout poll() at the next wait), so
+//   wait_read on an fd that already has unread data returns at once. A wake-up is still a hint: the
+//   caller retries its read/write and waits again on EAGAIN.
 #pragma once
 #include "fiberio/hub.hpp"
 

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,9 @@ namespace fiberio {
 
 namespace {
 constexpr std::size_t kStacksPerSlab = 16;
+constexpr std::size_t kMinStack = 16 * 1024;
+// Freed stacks beyond hot_cache are given back to the kernel this many at a time (batched madvise).
+constexpr std::size_t kTrimBatch = 1024;  // room for Boost's context record and a few frames
 
 std::size_t page_size() {
   static const std::size_t p = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -28,20 +32,25 @@ StackOptions initial_options() {
   if (const char* s = std::getenv("FIBERIO_STACK_SIZE")) {
     char* end = nullptr;
     unsigned long long v = std::strtoull(s, &end, 10);
-    if (end != s && v >= 16 * 1024) o.size = static_cast<std::size_t>(v);
+    if (end != s && v >= kMinStack) o.size = static_cast<std::size_t>(v);
   }
   return o;
 }
 
-// Process-wide because both the mapping limit and the option are process-wide.
+// Process-wide because both the mapping limit and the option are process-wide. The size and the
+// hot-cache bound are also kept in atomics: they are read on every spawn and every fiber exit.
 std::mutex g_opts_mu;
 StackOptions g_opts = initial_options();
+std::atomic<std::size_t> g_size{g_opts.size};
+std::atomic<std::size_t> g_hot_cache{g_opts.hot_cache};
 std::atomic<std::size_t> g_guarded{0};
 }  // namespace
 
 void set_stack_options(const StackOptions& opts) {
   std::lock_guard lk(g_opts_mu);
   g_opts = opts;
+  g_size.store(opts.size, std::memory_order_relaxed);
+  g_hot_cache.store(opts.hot_cache, std::memory_order_relaxed);
 }
 
 StackOptions stack_options() {
@@ -51,16 +60,21 @@ StackOptions stack_options() {
 
 namespace detail {
 
-StackPool::StackPool() : stride_(round_pages(stack_options().size) + page_size()) {}
-
 StackPool::~StackPool() {
   // Stacks still live belong to fibers that never terminated; keep their memory mapped.
   if (live_ != 0) return;
   for (auto& s : slabs_) ::munmap(s.base, s.stride * s.count);
 }
 
-void StackPool::add_slab() {
-  std::size_t bytes = stride_ * kStacksPerSlab;
+StackPool::SizeClass& StackPool::size_class(std::size_t stride) {
+  for (auto& c : classes_)
+    if (c.stride == stride) return c;
+  classes_.push_back(SizeClass{stride, {}, {}, {}});
+  return classes_.back();
+}
+
+void StackPool::add_slab(SizeClass& c) {
+  std::size_t bytes = c.stride * kStacksPerSlab;
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   ::madvise(p, bytes, MADV_NOHUGEPAGE);  // a huge page would make every touched stack 2 MiB resident
@@ -68,49 +82,72 @@ void StackPool::add_slab() {
   std::size_t budget = stack_options().guard_budget;
   bool guarded = g_guarded.fetch_add(kStacksPerSlab) + kStacksPerSlab <= budget;
   if (!guarded) g_guarded.fetch_sub(kStacksPerSlab);
+  c.fresh.reserve(c.fresh.size() + kStacksPerSlab);
+  slabs_.reserve(slabs_.size() + 1);
   for (std::size_t i = kStacksPerSlab; i-- > 0;) {
-    char* lo = base + i * stride_;
+    char* lo = base + i * c.stride;
     if (guarded) ::mprotect(lo, page_size(), PROT_NONE);
-    fresh_.push_back(lo + stride_);
+    c.fresh.push_back(lo + c.stride);
   }
-  slabs_.push_back({base, stride_, kStacksPerSlab, guarded});
+  slabs_.push_back({base, c.stride, kStacksPerSlab, guarded});
+  mapped_ += bytes;
 }
 
 boost::context::stack_context StackPool::allocate() {
+  std::size_t stride = round_pages(std::max(g_size.load(std::memory_order_relaxed), kMinStack)) + page_size();
+  SizeClass& c = size_class(stride);
   void* top;
-  if (!hot_.empty()) {
-    top = hot_.back();
-    hot_.pop_back();
-  } else if (!fresh_.empty()) {
-    top = fresh_.back();
-    fresh_.pop_back();
-  } else if (!cold_.empty()) {
-    top = cold_.back();
-    cold_.pop_back();
+  if (!c.hot.empty()) {
+    top = c.hot.back();
+    c.hot.pop_back();
+  } else if (!c.fresh.empty()) {
+    top = c.fresh.back();
+    c.fresh.pop_back();
+  } else if (!c.cold.empty()) {
+    top = c.cold.back();
+    c.cold.pop_back();
   } else {
-    add_slab();
-    top = fresh_.back();
-    fresh_.pop_back();
+    add_slab(c);
+    top = c.fresh.back();
+    c.fresh.pop_back();
   }
   ++live_;
   boost::context::stack_context sc;
   sc.sp = top;
-  sc.size = stride_ - page_size();
+  sc.size = stride - page_size();
   return sc;
 }
 
 void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
   --live_;
   try {
-    if (hot_.size() < stack_options().hot_cache) {
-      hot_.push_back(sc.sp);
-    } else {
-      ::madvise(static_cast<char*>(sc.sp) - sc.size, sc.size, MADV_DONTNEED);
-      cold_.push_back(sc.sp);
-    }
+    SizeClass& c = size_class(sc.size + page_size());
+    c.hot.push_back(sc.sp);
+    std::size_t cap = g_hot_cache.load(std::memory_order_relaxed);
+    if (c.hot.size() >= cap + kTrimBatch) trim(c, c.hot.size() - cap);
   } catch (...) {
     // Out of memory for the free list: the stack's range is leaked, never reused while in use.
   }
+}
+
+void StackPool::trim(SizeClass& c, std::size_t n) {
+  // The n least recently freed (the front of the LIFO list) are the least likely to be reused soon.
+  std::vector<void*> victims(c.hot.begin(), c.hot.begin() + static_cast<std::ptrdiff_t>(n));
+  c.hot.erase(c.hot.begin(), c.hot.begin() + static_cast<std::ptrdiff_t>(n));
+  std::sort(victims.begin(), victims.end());
+  // Stacks one stride apart are contiguous and fully mapped (guard pages included), so a run of them
+  // — typically whole slabs after a burst — costs one madvise and one TLB flush, not one per stack.
+  const auto stride = static_cast<std::ptrdiff_t>(c.stride);
+  const std::size_t usable = c.stride - page_size();
+  for (std::size_t i = 0; i < victims.size();) {
+    std::size_t j = i + 1;
+    while (j < victims.size() && static_cast<char*>(victims[j]) - static_cast<char*>(victims[j - 1]) == stride) ++j;
+    char* lo = static_cast<char*>(victims[i]) - usable;
+    char* hi = static_cast<char*>(victims[j - 1]);
+    ::madvise(lo, static_cast<std::size_t>(hi - lo), MADV_DONTNEED);
+    i = j;
+  }
+  c.cold.insert(c.cold.end(), victims.begin(), victims.end());
 }
 
 bool StackPool::is_guard_page(const void* addr) const noexcept {
@@ -157,11 +194,21 @@ void install_overflow_reporter(const StackPool* pool) {
   stack_t cur{};
   if (::sigaltstack(nullptr, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) && cur.ss_sp) return;
   // One alternate stack per hub thread, so the reporter can run after the fiber's stack is exhausted.
-  static thread_local std::unique_ptr<char[]> altstack;
+  // Disabled before it is freed at thread exit: the kernel must never deliver a signal onto freed memory.
+  struct AltStack {
+    std::unique_ptr<char[]> mem;
+    ~AltStack() {
+      if (!mem) return;
+      stack_t off{};
+      off.ss_flags = SS_DISABLE;
+      ::sigaltstack(&off, nullptr);
+    }
+  };
+  static thread_local AltStack altstack;
   std::size_t sz = 64 * 1024;
-  altstack.reset(new char[sz]);
+  altstack.mem.reset(new char[sz]);
   stack_t ss{};
-  ss.ss_sp = altstack.get();
+  ss.ss_sp = altstack.mem.get();
   ss.ss_size = sz;
   ::sigaltstack(&ss, nullptr);
 }

@@ -9,7 +9,9 @@
 //   there corrupts memory silently, as in any runtime without guards. Raise the budget (and
 //   vm.max_map_count) or the stack size if you run that many deep fibers.
 // * Only pages a fiber touched are resident. Up to `hot_cache` freed stacks stay resident for reuse;
-//   beyond that, freed stacks are given back to the kernel (MADV_DONTNEED) but keep their address range.
+//   beyond that, the least recently freed are given back to the kernel (MADV_DONTNEED, in batches of
+//   1024, neighbouring stacks in one call) but keep their address range. Reusing a given-back stack
+//   costs a page fault again, so raise hot_cache if bursts of more live fibers are the norm.
 #pragma once
 #include <boost/context/stack_context.hpp>
 
@@ -19,7 +21,7 @@
 namespace fiberio {
 
 struct StackOptions {
-  std::size_t size = 128 * 1024;    // usable bytes per fiber stack (rounded up to pages)
+  std::size_t size = 128 * 1024;    // usable bytes per fiber stack (rounded up to pages, >= 16 KiB)
   std::size_t guard_budget = 16384; // process-wide number of stacks that get a guard page
   std::size_t hot_cache = 16384;    // freed stacks kept resident per thread
 };
@@ -33,14 +35,18 @@ namespace detail {
 
 class StackPool {
  public:
-  StackPool();
+  StackPool() = default;
   ~StackPool();
   StackPool(const StackPool&) = delete;
   StackPool& operator=(const StackPool&) = delete;
 
+  // A stack of the current stack_options().size.
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sc) noexcept;
   std::size_t live() const noexcept { return live_; }
+  // Address space this pool has mapped for stacks (guards included); it only grows when more stacks
+  // are live at once than ever before.
+  std::size_t mapped_bytes() const noexcept { return mapped_; }
   // True if addr lies in a guard page of this pool's stacks (used by the overflow reporter).
   bool is_guard_page(const void* addr) const noexcept;
 
@@ -51,13 +57,22 @@ class StackPool {
     std::size_t count;
     bool guarded;
   };
-  void add_slab();
-  std::size_t stride_;  // stack size + guard page
+  // Free stacks of one size. After set_stack_options changes the size, new fibers get stacks of the
+  // new size, while stacks of the old size still return to their own class (and serve that size
+  // again if it comes back).
+  struct SizeClass {
+    std::size_t stride;         // stack size + guard page
+    std::vector<void*> hot;     // freed stack tops, resident
+    std::vector<void*> cold;    // freed stack tops, pages returned to the kernel
+    std::vector<void*> fresh;   // never used
+  };
+  SizeClass& size_class(std::size_t stride);
+  void add_slab(SizeClass& c);
+  void trim(SizeClass& c, std::size_t n);
   std::vector<Slab> slabs_;
-  std::vector<void*> hot_;   // freed stack tops, resident
-  std::vector<void*> cold_;  // freed stack tops, pages returned to the kernel
-  std::vector<void*> fresh_; // never used
+  std::vector<SizeClass> classes_;  // almost always exactly one
   std::size_t live_ = 0;
+  std::size_t mapped_ = 0;
 };
 
 // The Boost.Context StackAllocator handed to every greenlet's fiber: a pointer to the thread's pool.

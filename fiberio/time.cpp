@@ -16,11 +16,13 @@ void yield() {
 }
 
 Timeout::Timeout(Duration d) : ctx_(boost::fibers::context::active()), after_(d) {
-  detail::Hub::current();
+  auto& hub = detail::Hub::current();
   detail::fiber_state(ctx_).timeouts.push_back({detail::deadline_after(d), d, this, false});
+  ++hub.armed;
 }
 
 Timeout::~Timeout() {
+  if (auto* hub = detail::Hub::get()) --hub->armed;
   auto& ts = detail::fiber_state(ctx_).timeouts;
   for (auto it = ts.end(); it != ts.begin();) {
     --it;

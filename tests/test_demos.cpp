@@ -1,0 +1,752 @@
+// End-to-end tests of the seed server demos (demos/*.cpp): each demo runs as a child process on a
+// free loopback port (--port 0; the test reads the real port from the "listening on" line) and is
+// driven by plain blocking client sockets on test threads. Every child is killed (its whole process
+// group, so prefork workers too) and reaped in teardown, even when an assertion fails.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "watchdog.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using Ms = std::chrono::milliseconds;
+
+std::string demo_path(const std::string& name) { return std::string(FIBERIO_BINARY_DIR) + "/demos/" + name; }
+
+long ms_between(Clock::time_point a, Clock::time_point b) {
+  return static_cast<long>(std::chrono::duration_cast<Ms>(b - a).count());
+}
+
+// A demo program running as a child, its stdout+stderr captured in a temporary file.
+class Proc {
+ public:
+  Proc(const std::string& name, const std::vector<std::string>& args) {
+    char tmpl[] = "/tmp/fiberio_demo_XXXXXX";
+    int out = ::mkstemp(tmpl);
+    if (out < 0) throw std::runtime_error("mkstemp failed");
+    out_path_ = tmpl;
+    std::vector<std::string> argv_s{demo_path(name)};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out, 1);
+    posix_spawn_file_actions_adddup2(&fa, out, 2);
+    posix_spawn_file_actions_addclose(&fa, out);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int s : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD}) sigaddset(&defaults, s);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &defaults);
+    posix_spawnattr_setpgroup(&at, 0);  // its own process group: teardown kills its workers too
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    int rc = posix_spawn(&pid_, argv[0], &fa, &at, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    ::close(out);
+    if (rc != 0) throw std::runtime_error("posix_spawn " + argv_s[0] + ": " + std::strerror(rc));
+  }
+  ~Proc() {
+    if (!status_) {
+      ::kill(-pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    } else {
+      ::kill(-pid_, SIGKILL);  // any straggler of its group (there should be none)
+    }
+    ::unlink(out_path_.c_str());
+  }
+  Proc(const Proc&) = delete;
+  Proc& operator=(const Proc&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  std::string output() const {
+    std::ifstream in(out_path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  // The port from the server's "listening on 127.0.0.1:PORT" line; fails the test after 10 s.
+  int port() {
+    static const std::regex re(R"(listening on 127\.0\.0\.1:(\d+))");
+    for (auto deadline = Clock::now() + 10s; Clock::now() < deadline;) {
+      std::smatch m;
+      auto out = output();
+      if (std::regex_search(out, m, re)) return std::stoi(m[1]);
+      if (exited(0ms)) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "no 'listening on' line; output:\n" << output();
+    return -1;
+  }
+
+  // True (and the wait status recorded) once the child has exited, waiting up to `timeout`.
+  bool exited(Ms timeout) {
+    for (auto deadline = Clock::now() + timeout;;) {
+      if (status_) return true;
+      int st = 0;
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+        status_ = st;
+        return true;
+      }
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+
+  // Sends `sig` and waits (up to timeout) for the exit; returns the exit code, or -1 if it did not
+  // exit by itself with a code (killed by a signal, or still running).
+  int stop(int sig = SIGINT, Ms timeout = 5000ms) {
+    if (!status_) ::kill(pid_, sig);
+    return exit_code(timeout);
+  }
+  int exit_code(Ms timeout) {
+    if (!exited(timeout)) return -1;
+    return WIFEXITED(*status_) ? WEXITSTATUS(*status_) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_path_;
+  std::optional<int> status_;
+};
+
+// A blocking client connection with bounded waits.
+class Client {
+ public:
+  explicit Client(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      int e = errno;
+      ::close(fd_);
+      throw std::runtime_error(std::string("connect: ") + std::strerror(e));
+    }
+  }
+  ~Client() { close(); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // The next line without "\n"; nullopt on timeout or EOF.
+  std::optional<std::string> read_line(Ms timeout = 10000ms) {
+    auto deadline = Clock::now() + timeout;
+    for (;;) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<Ms>(deadline - Clock::now()).count();
+      if (left <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) <= 0) return std::nullopt;
+      char chunk[4096];
+      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) return std::nullopt;
+      buf_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  // True if the server closes the connection (EOF) within timeout.
+  bool sees_eof(Ms timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    char c;
+    return ::recv(fd_, &c, 1, 0) <= 0;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// A loopback port nobody listens on (bound to find a free one, then released).
+int unused_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  for (std::string l; std::getline(ss, l);) out.push_back(l);
+  return out;
+}
+
+// Open fds of process `pid`.
+int open_fds(pid_t pid) {
+  int n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (!d) return -1;
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+// Children of `pid` that are zombies (exited but not reaped).
+int zombie_children(pid_t pid) {
+  int zombies = 0;
+  DIR* d = ::opendir("/proc");
+  if (!d) return 0;
+  while (auto* e = ::readdir(d)) {
+    if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    auto rp = stat.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::stringstream rest(stat.substr(rp + 2));
+    char state;
+    int ppid;
+    rest >> state >> ppid;
+    if (ppid == pid && state == 'Z') ++zombies;
+  }
+  ::closedir(d);
+  return zombies;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Command lines
+// ------------------------------------------------------------------------------------------------
+
+TEST(Demos, HelpAndBadArgumentsPrintUsage) {
+  for (std::string name : {"fib_server", "counter_server", "echo_server", "fiber_client"}) {
+    {
+      Proc p(name, {"--help"});
+      EXPECT_EQ(p.exit_code(5000ms), 0) << name;
+      EXPECT_NE(p.output().find("usage: " + name), std::string::npos) << p.output();
+    }
+    {
+      Proc p(name, {"--no-such-option"});
+      EXPECT_EQ(p.exit_code(5000ms), 2) << name;
+      auto out = p.output();
+      EXPECT_NE(out.find("unknown option '--no-such-option'"), std::string::npos) << out;
+      EXPECT_NE(out.find("usage: " + name), std::string::npos) << out;
+    }
+  }
+  struct Bad {
+    std::string name;
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const auto& b : std::vector<Bad>{
+           {"fib_server", {"--model=forking"}, "--model must be one of blocking|thread|fiber"},
+           {"fib_server", {"--port", "http"}, "--port must be an integer"},
+           {"fib_server", {"--port=70000"}, "--port must be an integer in [0, 65535]"},
+           {"fib_server", {"--model=thread", "--offload"}, "--offload applies to --model=fiber only"},
+           {"fib_server", {"--max-n", "93"}, "--max-n must be an integer in [0, 92]"},
+           {"counter_server", {"--model", "process"}, "--model must be one of naive|thread|fiber"},
+           {"echo_server", {"--model=thread", "--workers", "3"}, "--workers applies to"},
+           {"echo_server", {"--workers", "0"}, "--workers must be an integer in [1, 256]"},
+           {"echo_server", {"stray"}, "unexpected argument 'stray'"},
+           {"fiber_client", {"-c", "3"}, "--port is required"},
+           {"fiber_client", {"--port", "1", "--script", "/nonexistent/file"}, "cannot read script file"},
+           {"fiber_client", {"--port"}, "needs a value"},
+       }) {
+    Proc p(b.name, b.args);
+    EXPECT_EQ(p.exit_code(5000ms), 2) << b.name << " " << b.says;
+    auto out = p.output();
+    EXPECT_NE(out.find(b.says), std::string::npos) << out;
+    EXPECT_NE(out.find("usage: "), std::string::npos) << out;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// fib_server
+// ------------------------------------------------------------------------------------------------
+
+const std::vector<std::vector<std::string>> kFibModels = {
+    {"--model=blocking"}, {"--model=thread"}, {"--model=fiber"}, {"--model=fiber", "--offload"}};
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (auto& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+TEST(FibServer, EveryModelAnswers) {
+  for (const auto& model : kFibModels) {
+    SCOPED_TRACE(join(model));
+    auto args = model;
+    args.insert(args.end(), {"--port", "0"});
+    Proc server("fib_server", args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    {
+      Client c(port);
+      ASSERT_TRUE(c.send("10\n30\n0\n1\n 7 \r\n"));
+      EXPECT_EQ(c.read_line(), "55");
+      EXPECT_EQ(c.read_line(), "832040");
+      EXPECT_EQ(c.read_line(), "0");
+      EXPECT_EQ(c.read_line(), "1");
+      EXPECT_EQ(c.read_line(), "13");  // surrounding blanks and a telnet "\r" are tolerated
+    }
+    // A request sent right before EOF (no newline) is still answered.
+    {
+      Client c(port);
+      ASSERT_TRUE(c.send("20"));
+      c.shutdown_write();
+      EXPECT_EQ(c.read_line(), "6765");
+    }
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+    auto out = server.output();
+    EXPECT_NE(out.find("Connection 127.0.0.1:"), std::string::npos) << out;
+    EXPECT_NE(out.find("Close 127.0.0.1:"), std::string::npos) << out;
+    EXPECT_NE(out.find("fib_server stopped"), std::string::npos) << out;
+  }
+}
+
+TEST(FibServer, BadInputGetsErrorLineAndTheConnectionStaysUsable) {
+  for (const auto& model : kFibModels) {
+    SCOPED_TRACE(join(model));
+    auto args = model;
+    args.insert(args.end(), {"--port", "0"});
+    Proc server("fib_server", args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    Client c(port);
+    struct Case {
+      std::string send, expect;
+    };
+    for (const auto& k : std::vector<Case>{
+             {"abc\n", "error: 'abc' is not a number"},
+             {"12abc\n", "error: '12abc' is not a number"},
+             {"-3\n", "error: n must be >= 0, got -3"},
+             {"46\n", "error: n must be <= 45"},
+             {"99999999999999999999999999\n", "error: n must be <= 45"},
+             {"\n", "error: empty request"},
+             {std::string(5000, '7') + "\n", "error: line too long (max 1024 bytes)"},
+             {"8\n", "21"},
+         }) {
+      ASSERT_TRUE(c.send(k.send));
+      auto reply = c.read_line();
+      ASSERT_TRUE(reply) << "no reply to " << k.send.substr(0, 40);
+      EXPECT_EQ(reply->rfind(k.expect, 0), 0u) << "reply '" << *reply << "' to " << k.send.substr(0, 40);
+    }
+    // An over-long line delivered in pieces, then a normal request in the same segment as its end.
+    ASSERT_TRUE(c.send(std::string(800, 'x')));
+    std::this_thread::sleep_for(20ms);
+    ASSERT_TRUE(c.send(std::string(800, 'x') + "\n10\n"));
+    EXPECT_EQ(c.read_line(), "error: line too long (max 1024 bytes)");
+    EXPECT_EQ(c.read_line(), "55");
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+  }
+}
+
+TEST(FibServer, BlockingModelServesOneClientAtATime) {
+  Proc server("fib_server", {"--model=blocking", "--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  Client a(port);
+  ASSERT_TRUE(a.send("10\n"));
+  EXPECT_EQ(a.read_line(), "55");
+  Client b(port);  // the kernel completes the handshake (backlog), but nobody serves b yet
+  ASSERT_TRUE(b.send("10\n"));
+  EXPECT_EQ(b.read_line(300ms), std::nullopt) << "the seed's first server cannot serve two clients";
+  a.close();
+  EXPECT_EQ(b.read_line(), "55");
+  EXPECT_EQ(server.stop(), 0);
+}
+
+// The seed's complaint: one fib(40)-ish client stalls every other client of a single-threaded server.
+// With --offload the computation runs on the thread pool and the hub keeps answering.
+TEST(FibServer, OffloadKeepsSmallRequestsResponsive) {
+  constexpr const char* kHeavy = "42\n";
+  constexpr const char* kHeavyAnswer = "267914296";
+  struct Run {
+    long small_ms = -1;
+    Clock::time_point small_done, heavy_done;
+    bool heavy_answered = false;
+  };
+  auto run = [&](bool offload) {
+    Run r;
+    std::vector<std::string> args{"--model=fiber", "--port", "0"};
+    if (offload) args.push_back("--offload");
+    Proc server("fib_server", args);
+    int port = server.port();
+    if (port <= 0) return r;
+    Client heavy(port);
+    heavy.send(kHeavy);
+    std::thread heavy_reader([&] {
+      auto line = heavy.read_line(30000ms);
+      r.heavy_done = Clock::now();
+      r.heavy_answered = line == kHeavyAnswer;
+    });
+    std::this_thread::sleep_for(100ms);  // the heavy request is being computed now
+    auto t0 = Clock::now();
+    {
+      Client small(port);
+      small.send("1\n");
+      auto reply = small.read_line(30000ms);
+      r.small_done = Clock::now();
+      r.small_ms = ms_between(t0, r.small_done);
+      EXPECT_EQ(reply, "1");
+    }
+    if (offload) {
+      // Stop while fib(42) still runs on a pool thread: the server abandons it and exits promptly.
+      EXPECT_EQ(server.stop(SIGINT, 5000ms), 0) << server.output();
+    }
+    heavy_reader.join();
+    if (!offload) {
+      EXPECT_EQ(server.stop(), 0) << server.output();
+    }
+    return r;
+  };
+  Run inline_run = run(false);
+  Run offload_run = run(true);
+  // Without offload the small request waits for fib(42): it is answered only after the heavy one.
+  EXPECT_TRUE(inline_run.heavy_answered);
+  EXPECT_GE(ms_between(inline_run.heavy_done, inline_run.small_done), -50) << "small answered before heavy";
+  // With offload it is answered while fib(42) is still being computed, and much faster.
+  EXPECT_FALSE(offload_run.heavy_answered) << "the stop should have abandoned fib(42)";
+  EXPECT_LT(offload_run.small_ms, inline_run.small_ms / 3)
+      << "offload " << offload_run.small_ms << " ms vs inline " << inline_run.small_ms << " ms";
+}
+
+// ------------------------------------------------------------------------------------------------
+// counter_server
+// ------------------------------------------------------------------------------------------------
+
+// Runs `clients` simultaneous connections; returns the n of each "<n, took X ms>" reply.
+std::vector<int> concurrent_counts(int port, int clients) {
+  std::vector<int> ns(static_cast<std::size_t>(clients), -1);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> ts;
+  static const std::regex re(R"(<(\d+), took \d+\.\d ms>)");
+  for (int i = 0; i < clients; ++i) {
+    ts.emplace_back([&, i] {
+      ready++;
+      while (ready.load() < clients) std::this_thread::yield();  // start together
+      try {
+        Client c(port);
+        auto line = c.read_line(20000ms);
+        std::smatch m;
+        if (line && std::regex_match(*line, m, re)) ns[static_cast<std::size_t>(i)] = std::stoi(m[1]);
+      } catch (const std::exception&) {
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  return ns;
+}
+
+TEST(CounterServer, ConcurrentClientsRaceWithoutLockAndNeverWithLock) {
+  constexpr int kClients = 8;
+  for (std::string model : {"thread", "fiber", "naive"}) {
+    for (bool lock : {false, true}) {
+      SCOPED_TRACE(model + (lock ? " --lock" : ""));
+      // --delay widens the read-modify-write window (simulated I/O) so the race is reliable.
+      std::vector<std::string> args{"--model=" + model, "--port", "0", "--delay", "40", "--work", "100000"};
+      if (lock) args.push_back("--lock");
+      Proc server("counter_server", args);
+      int port = server.port();
+      ASSERT_GT(port, 0);
+      auto ns = concurrent_counts(port, kClients);
+      ASSERT_EQ(std::count(ns.begin(), ns.end(), -1), 0) << "a client got no proper reply";
+      std::set<int> distinct(ns.begin(), ns.end());
+      if (model != "naive" && !lock) {
+        EXPECT_LT(distinct.size(), ns.size()) << "expected duplicate n (lost updates) among concurrent clients";
+      } else {
+        // Serialized: every client got its own n, 1..kClients.
+        EXPECT_EQ(distinct.size(), ns.size());
+        EXPECT_EQ(*distinct.begin(), 1);
+        EXPECT_EQ(*distinct.rbegin(), kClients);
+      }
+      EXPECT_EQ(server.stop(), 0) << server.output();
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// echo_server
+// ------------------------------------------------------------------------------------------------
+
+TEST(EchoServer, EveryModelUppercasesForTwentyConcurrentClients) {
+  constexpr int kClients = 20;
+  for (std::string model : {"process", "thread", "prefork", "threadpool", "fiber"}) {
+    SCOPED_TRACE(model);
+    std::vector<std::string> args{"--model=" + model, "--port", "0"};
+    if (model == "prefork" || model == "threadpool") args.insert(args.end(), {"--workers", "3"});
+    if (model == "fiber") args.insert(args.end(), {"--workers", "2"});
+    Proc server("echo_server", args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    const int fds_before = open_fds(server.pid());
+    std::atomic<int> ok{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < kClients; ++i) {
+      ts.emplace_back([&, i] {
+        try {
+          Client c(port);
+          bool good = true;
+          for (std::string msg : {"hello " + std::to_string(i), std::string("why not?"), std::string("are you sure")}) {
+            std::string want = msg;
+            std::transform(want.begin(), want.end(), want.begin(), ::toupper);
+            good = good && c.send(msg + "\n") && c.read_line() == want;
+          }
+          if (good) ok++;
+        } catch (const std::exception&) {
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(ok.load(), kClients);
+    {
+      // An over-long line is refused with an error line; the connection keeps working.
+      Client c(port);
+      ASSERT_TRUE(c.send(std::string(70000, 'a') + "\nok\n"));
+      EXPECT_EQ(c.read_line(), "error: line too long (max 65536 bytes)");
+      EXPECT_EQ(c.read_line(), "OK");
+    }
+    // Every connection's fd is closed once its client left (none leaks in the serving process).
+    int fds_after = -1;
+    for (auto deadline = Clock::now() + 3s; Clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+      if ((fds_after = open_fds(server.pid())) == fds_before) break;
+    }
+    EXPECT_EQ(fds_after, fds_before);
+    if (model == "process") {
+      // Every connection's child has exited: the parent must have reaped them all.
+      int zombies = -1;
+      for (auto deadline = Clock::now() + 3s; Clock::now() < deadline; std::this_thread::sleep_for(20ms)) {
+        if ((zombies = zombie_children(server.pid())) == 0) break;
+      }
+      EXPECT_EQ(zombies, 0) << "unreaped children";
+    }
+    Client idle(port);  // an idle connection must not hold up the stop
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+    EXPECT_TRUE(idle.sees_eof(3000ms));
+    // Nothing of its process group (forked workers/children) is left behind.
+    bool gone = false;
+    for (auto deadline = Clock::now() + 3s; Clock::now() < deadline && !gone; std::this_thread::sleep_for(10ms))
+      gone = ::kill(-server.pid(), 0) != 0 && errno == ESRCH;
+    EXPECT_TRUE(gone) << "processes of the server's group still run after it exited";
+    auto out = server.output();
+    EXPECT_NE(out.find("serving 127.0.0.1:"), std::string::npos) << out;
+  }
+}
+
+TEST(EchoServer, PreforkReplacesAWorkerThatDies) {
+  Proc server("echo_server", {"--model=prefork", "--workers", "2", "--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  // Find one worker (a child of the server) and kill it.
+  pid_t victim = -1;
+  for (auto deadline = Clock::now() + 3s; Clock::now() < deadline && victim < 0;) {
+    DIR* d = ::opendir("/proc");
+    while (auto* e = ::readdir(d)) {
+      if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+      std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+      std::string stat;
+      std::getline(in, stat);
+      auto rp = stat.rfind(')');
+      if (rp == std::string::npos) continue;
+      std::stringstream rest(stat.substr(rp + 2));
+      char state;
+      int ppid;
+      rest >> state >> ppid;
+      if (ppid == server.pid()) victim = std::atoi(e->d_name);
+    }
+    ::closedir(d);
+  }
+  ASSERT_GT(victim, 0);
+  ::kill(victim, SIGKILL);
+  bool replaced = false;
+  for (auto deadline = Clock::now() + 3s; Clock::now() < deadline && !replaced; std::this_thread::sleep_for(10ms))
+    replaced = server.output().find("exited; starting a new one") != std::string::npos;
+  EXPECT_TRUE(replaced) << server.output();
+  for (int i = 0; i < 6; ++i) {  // every worker (including the new one) serves
+    Client c(port);
+    ASSERT_TRUE(c.send("still here\n"));
+    EXPECT_EQ(c.read_line(), "STILL HERE");
+  }
+  EXPECT_EQ(zombie_children(server.pid()), 0);
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.output();
+}
+
+// ------------------------------------------------------------------------------------------------
+// fiber_client
+// ------------------------------------------------------------------------------------------------
+
+TEST(FiberClient, PrintsEveryClientsRepliesAndTheTime) {
+  Proc server("echo_server", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  Proc client("fiber_client", {"--port", std::to_string(port), "-c", "5", "--line", "hello", "--line", "why not?"});
+  EXPECT_EQ(client.exit_code(15000ms), 0) << client.output();
+  auto out = client.output();
+  for (int i = 1; i <= 5; ++i) {
+    EXPECT_NE(out.find("[client " + std::to_string(i) + "] HELLO\n"), std::string::npos) << out;
+    EXPECT_NE(out.find("[client " + std::to_string(i) + "] WHY NOT?\n"), std::string::npos) << out;
+  }
+  EXPECT_TRUE(std::regex_search(out, std::regex(R"(took \d+ ms \(5 clients, 0 failed\))"))) << out;
+  EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(FiberClient, SendsAScriptFile) {
+  Proc server("fib_server", {"--model=thread", "--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  char path[] = "/tmp/fiberio_script_XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  std::string script = "1\n2\n10\r\n20\n";
+  ASSERT_EQ(::write(fd, script.data(), script.size()), static_cast<ssize_t>(script.size()));
+  ::close(fd);
+  Proc client("fiber_client", {"--port", std::to_string(port), "-c", "3", "--script", path});
+  EXPECT_EQ(client.exit_code(15000ms), 0) << client.output();
+  ::unlink(path);
+  auto lines = lines_of(client.output());
+  for (int i = 1; i <= 3; ++i) {
+    std::vector<std::string> mine;
+    for (auto& l : lines)
+      if (l.rfind("[client " + std::to_string(i) + "] ", 0) == 0) mine.push_back(l.substr(l.find(']') + 2));
+    EXPECT_EQ(mine, (std::vector<std::string>{"1", "1", "55", "6765"})) << "client " << i;
+  }
+  EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(FiberClient, WithoutLinesReadsTheServersLine) {
+  Proc server("counter_server", {"--model=naive", "--port", "0", "--work", "1000"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  Proc client("fiber_client", {"--port", std::to_string(port), "-c", "3"});
+  EXPECT_EQ(client.exit_code(15000ms), 0) << client.output();
+  auto out = client.output();
+  std::set<std::string> ns;
+  std::regex re(R"(\[client \d\] <(\d+), took \d+\.\d ms>)");
+  for (std::sregex_iterator it(out.begin(), out.end(), re), end; it != end; ++it) ns.insert((*it)[1]);
+  EXPECT_EQ(ns, (std::set<std::string>{"1", "2", "3"})) << out;
+  EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(FiberClient, RateModePrintsRequestsPerSecondAndStopsAfterDuration) {
+  Proc server("fib_server", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  auto t0 = Clock::now();
+  Proc client("fiber_client", {"--port", std::to_string(port), "-c", "2", "--rate", "--duration", "2"});
+  EXPECT_EQ(client.exit_code(10000ms), 0) << client.output();
+  long elapsed = ms_between(t0, Clock::now());
+  EXPECT_GE(elapsed, 1900);
+  EXPECT_LT(elapsed, 6000);
+  auto out = client.output();
+  std::regex per_sec(R"(^(\d+) reqs/sec \(per client: (\d+) (\d+)\)$)");
+  int ticks = 0;
+  long best = 0;
+  for (auto& l : lines_of(out)) {
+    std::smatch m;
+    if (std::regex_match(l, m, per_sec)) {
+      ++ticks;
+      best = std::max(best, std::stol(m[1]));
+      EXPECT_EQ(std::stol(m[1]), std::stol(m[2]) + std::stol(m[3])) << l;
+    }
+  }
+  EXPECT_EQ(ticks, 2) << out;
+  EXPECT_GT(best, 10) << out;  // loopback fib(1) requests: thousands per second in practice
+  EXPECT_TRUE(std::regex_search(out, std::regex(R"(took \d+ ms \(2 clients, \d+ requests)"))) << out;
+  EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(FiberClient, ConnectionFailureGivesNonZeroExit) {
+  Proc client("fiber_client", {"--port", std::to_string(unused_port()), "-c", "2", "--line", "1"});
+  EXPECT_EQ(client.exit_code(15000ms), 1) << client.output();
+  auto out = client.output();
+  EXPECT_NE(out.find("[client 1] error:"), std::string::npos) << out;
+  EXPECT_NE(out.find("2 failed"), std::string::npos) << out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ctrl+C
+// ------------------------------------------------------------------------------------------------
+
+TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
+  struct S {
+    std::string name;
+    std::vector<std::string> args;
+  };
+  for (const auto& s : std::vector<S>{{"fib_server", {"--model=blocking"}},
+                                      {"fib_server", {"--model=thread"}},
+                                      {"fib_server", {"--model=fiber"}},
+                                      {"counter_server", {"--model=naive"}},
+                                      {"counter_server", {"--model=thread"}},
+                                      {"counter_server", {"--model=fiber", "--lock"}}}) {
+    SCOPED_TRACE(s.name + " " + join(s.args));
+    auto args = s.args;
+    args.insert(args.end(), {"--port", "0"});
+    Proc server(s.name, args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    Client idle(port);
+    std::this_thread::sleep_for(50ms);
+    auto t0 = Clock::now();
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+    EXPECT_LT(ms_between(t0, Clock::now()), 5000);
+    EXPECT_NE(server.output().find("stopped"), std::string::npos) << server.output();
+  }
+}
+
+}  // namespace
