@@ -46,6 +46,9 @@ struct HubShutdown {
       std::fflush(nullptr);
       std::_Exit(EXIT_FAILURE);
     }
+    // The main fiber's greenlet-local values die with the thread: now, while the hub still exists
+    // (Boost.Fiber would free them after its scheduler, where their destructors could not use fiberio).
+    if (auto* p = boost::fibers::context::active()->get_properties()) static_cast<FiberState*>(p)->locals.clear();
   }
 };
 
@@ -54,6 +57,7 @@ void after_fork_in_child() {
 }
 
 constexpr std::uint32_t kDispatchEvery = 64;  // picks between dispatcher turns while fibers stay busy
+constexpr std::uint32_t kReapEvery = 16;      // finished greenlets whose fibers wait to be freed, at most
 }  // namespace
 
 // ---- WaitList ----
@@ -216,9 +220,11 @@ boost::fibers::context* Hub::pick_next() noexcept {
   if (dispatcher_) {
     // Called by a fiber that suspends or yields: it must get a context back (Boost resumes it
     // unchecked), so the dispatcher takes over when nothing else is ready.
-    if (ready_.empty() || ++since_dispatch_ >= kDispatchEvery) {
-      busy_dispatch_ = !ready_.empty();
+    bool due = ++since_dispatch_ >= kDispatchEvery;
+    if (ready_.empty() || due || finished_since_dispatch_ >= kReapEvery) {
+      busy_dispatch_ = due && !ready_.empty();
       since_dispatch_ = 0;
+      finished_since_dispatch_ = 0;
       ++switches_;
       return std::exchange(dispatcher_, nullptr);
     }
@@ -345,6 +351,9 @@ void Hub::add_greenlet(GreenletBase* g) noexcept {
 }
 
 void Hub::remove_greenlet(GreenletBase* g) noexcept {
+  // Called as the greenlet finishes: its fiber terminates next, and only the dispatcher frees a
+  // terminated fiber (its stack goes back to the pool then). Bound how many wait for that.
+  ++finished_since_dispatch_;
   auto i = g->registry_index_;
   if (i >= greenlets_.size() || greenlets_[i] != g) return;
   greenlets_[i] = greenlets_.back();

@@ -258,11 +258,13 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::uint64_t switches_ = 0;
   // Boost.Fiber's dispatcher fiber (timers, wake-ups from other threads, freeing finished fibers) is
   // held here rather than queued behind every ready fiber: it runs when nothing else is ready, or
-  // once per kDispatchEvery picks while fibers stay busy. A yield between two fibers is then two
-  // switches, not three, and it does not read the clock.
+  // once per kDispatchEvery picks while fibers stay busy, or after kReapEvery greenlets finished (it
+  // frees their fibers and stacks). A yield between two fibers is then two switches, not three, and
+  // it does not read the clock.
   boost::fibers::context* dispatcher_ = nullptr;
   std::uint32_t since_dispatch_ = 0;
   bool busy_dispatch_ = false;  // the dispatcher's turn came while fibers were ready: poll fds then
+  std::uint32_t finished_since_dispatch_ = 0;  // their fibers await the dispatcher, which frees them
   bool shutting_down_ = false;
 };
 

@@ -1,0 +1,124 @@
+// sleep_stall: "If a greenlet accidentally calls time.sleep instead of gevent.sleep, the whole
+// application sleeps, not just that greenlet." — measured, in C++.
+//
+// Four greenlets tick every 50 ms and record the longest gap between their ticks. Meanwhile one more
+// greenlet runs a blocking line. Each run prints the gaps it measured:
+//   unpatched             ::sleep(1) with the libc shims switched off: the hub stalls (~1000 ms gaps)
+//   fiberio               fiberio::sleep(1s): only that greenlet sleeps
+//   patched               the same ::sleep(1) line with the shims on: only that greenlet sleeps
+// and the seed's "what if the third-party code got its sleep before we patched?":
+//   bound-before-patching a library took &::sleep while the shims were off; we switch them on later.
+//                         Python's `from time import sleep` keeps the unpatched function; a C symbol
+//                         is resolved by the loader, so the saved pointer is the shim anyway: no stall.
+//   bypasses-libc         a library that sleeps with a raw system call (or statically linked libc, or
+//                         fiberio::patched::original::sleep) never reaches the shims: it stalls.
+//
+//   usage: sleep_stall
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fiberio/fiberio.hpp>
+#include <patched/patched.hpp>
+
+using namespace std::chrono_literals;
+
+namespace third_party {
+// A library that binds its sleep function once, at initialisation.
+unsigned (*bound_sleep)(unsigned) = nullptr;
+void init() { bound_sleep = &::sleep; }
+void nap() { bound_sleep(1); }
+// A library that talks to the kernel itself.
+void nap_raw() {
+  timespec ts{1, 0};
+  ::syscall(SYS_nanosleep, &ts, nullptr);
+}
+}  // namespace third_party
+
+namespace {
+
+constexpr int kTickers = 4;
+constexpr auto kPeriod = 50ms;
+
+struct Run {
+  const char* key;
+  const char* line;
+  std::function<void()> blocking_line;
+};
+
+std::vector<double> measure(const std::function<void()>& blocking_line) {
+  std::vector<double> max_gap(kTickers, 0.0);
+  bool stop = false;
+  std::vector<fiberio::Greenlet<void>> tickers;
+  for (int i = 0; i < kTickers; ++i)
+    tickers.push_back(fiberio::spawn([&, i] {
+      auto last = fiberio::Clock::now();
+      while (!stop) {
+        fiberio::sleep(kPeriod);
+        auto now = fiberio::Clock::now();
+        max_gap[i] = std::max(max_gap[i], std::chrono::duration<double, std::milli>(now - last).count());
+        last = now;
+      }
+    }));
+  auto sleeper = fiberio::spawn([&] {
+    fiberio::sleep(100ms);
+    blocking_line();
+  });
+  sleeper.join();
+  fiberio::sleep(200ms);
+  stop = true;
+  fiberio::joinall(tickers);
+  return max_gap;
+}
+
+}  // namespace
+
+int main(int argc, char**) {
+  if (argc > 1) {
+    std::fputs("usage: sleep_stall   (no arguments; takes about 7 s)\n", stderr);
+    return 2;
+  }
+  // The library initialises before anything is patched, as an import would.
+  fiberio::patched::disable();
+  third_party::init();
+  fiberio::patched::enable();
+
+  std::vector<Run> runs = {
+      {"unpatched", "::sleep(1)  [shims off]",
+       [] {
+         fiberio::patched::disable();
+         ::sleep(1);
+         fiberio::patched::enable();
+       }},
+      {"fiberio", "fiberio::sleep(1s)", [] { fiberio::sleep(1s); }},
+      {"patched", "::sleep(1)  [shims on]", [] { ::sleep(1); }},
+      {"bound-before-patching", "saved=&::sleep before patching; saved(1)", [] { third_party::nap(); }},
+      {"bypasses-libc", "syscall(SYS_nanosleep, 1 s)", [] { third_party::nap_raw(); }},
+  };
+
+  std::printf("sleep_stall: %d greenlets tick every %lld ms; another greenlet runs the blocking line.\n", kTickers,
+              static_cast<long long>(kPeriod.count()));
+  std::printf("A ticker's longest gap far above %lld ms means the whole hub stalled.\n\n",
+              static_cast<long long>(kPeriod.count()));
+  std::printf("%-22s %-42s %-30s %s\n", "run", "blocking line", "longest gap per ticker (ms)", "hub");
+  std::fflush(stdout);
+  for (auto& r : runs) {
+    auto gaps = measure(r.blocking_line);
+    double worst = 0;
+    std::string cells;
+    for (double g : gaps) {
+      char cell[16];
+      std::snprintf(cell, sizeof cell, "%6.0f", g);
+      cells += cell;
+      worst = std::max(worst, g);
+    }
+    bool stalled = worst > 4.0 * static_cast<double>(kPeriod.count());
+    std::printf("%-22s %-42s %-30s %s\n", r.key, r.line, cells.c_str(), stalled ? "STALLED" : "ok");
+    std::fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,165 @@
+#include "patched/fdtable.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include <atomic>
+
+#include "patched/real.hpp"
+
+namespace fiberio::patched::detail {
+
+namespace {
+constexpr int kChunkBits = 12;
+constexpr int kChunkSize = 1 << kChunkBits;
+constexpr int kChunks = 256;  // fds below 1M are tracked; others are always plain libc
+constexpr int kMaxFd = kChunkSize * kChunks;
+
+// Packed state word: kind (2 bits) | socket | user_nonblock | shim_nonblock.
+constexpr std::uint32_t kKindMask = 3, kSocket = 4, kUserNb = 8, kShimNb = 16;
+
+std::uint32_t pack(const FdInfo& i) noexcept {
+  return static_cast<std::uint32_t>(i.kind) | (i.socket ? kSocket : 0) | (i.user_nonblock ? kUserNb : 0) |
+         (i.shim_nonblock ? kShimNb : 0);
+}
+
+std::chrono::nanoseconds query_timeout(int fd, int name) noexcept {
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  if (real::getsockopt(fd, SOL_SOCKET, name, &tv, &len) != 0) return std::chrono::nanoseconds{0};
+  return std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec);
+}
+}  // namespace
+
+struct FdTable::Entry {
+  std::atomic<std::uint32_t> state;
+  std::atomic<std::int64_t> rcv_ns;
+  std::atomic<std::int64_t> snd_ns;
+};
+
+namespace {
+std::atomic<void*> g_chunks[kChunks];
+}
+
+FdTable& FdTable::instance() noexcept {
+  static FdTable table;  // trivially constructible: safe however early a shim runs
+  return table;
+}
+
+FdTable::Entry* FdTable::entry(int fd, bool create) const noexcept {
+  if (fd < 0 || fd >= kMaxFd) return nullptr;
+  auto& slot = g_chunks[fd >> kChunkBits];
+  void* chunk = slot.load(std::memory_order_acquire);
+  if (!chunk) {
+    if (!create) return nullptr;
+    // mmap, not malloc: a shim may run inside a malloc replacement's own initialisation.
+    void* fresh = ::mmap(nullptr, sizeof(Entry) * kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fresh == MAP_FAILED) return nullptr;
+    if (slot.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel)) chunk = fresh;
+    else ::munmap(fresh, sizeof(Entry) * kChunkSize);
+  }
+  return static_cast<Entry*>(chunk) + (fd & (kChunkSize - 1));
+}
+
+FdInfo FdTable::lookup(int fd) const noexcept {
+  FdInfo info;
+  Entry* e = entry(fd, false);
+  if (!e) return info;
+  std::uint32_t s = e->state.load(std::memory_order_acquire);
+  info.kind = static_cast<FdKind>(s & kKindMask);
+  info.socket = s & kSocket;
+  info.user_nonblock = s & kUserNb;
+  info.shim_nonblock = s & kShimNb;
+  info.rcvtimeo = std::chrono::nanoseconds(e->rcv_ns.load(std::memory_order_relaxed));
+  info.sndtimeo = std::chrono::nanoseconds(e->snd_ns.load(std::memory_order_relaxed));
+  return info;
+}
+
+FdInfo FdTable::classify(int fd) noexcept {
+  FdInfo info = lookup(fd);
+  if (info.kind != FdKind::Unknown) return info;
+  Entry* e = entry(fd, true);
+  struct stat st;
+  int fl = real::fcntl(fd, F_GETFL, nullptr);
+  if (!e || fl < 0 || ::fstat(fd, &st) != 0) {
+    info.kind = FdKind::Passthrough;  // not cached: let the real call report EBADF
+    return info;
+  }
+  // Only sockets are taken over on first sight: an inherited pipe or tty (stdout under a test runner,
+  // a terminal) shares its open file description with other processes, which must never find it
+  // switched to O_NONBLOCK underneath them.
+  info.socket = S_ISSOCK(st.st_mode);
+  info.kind = info.socket ? FdKind::Managed : FdKind::Passthrough;
+  info.user_nonblock = fl & O_NONBLOCK;
+  if (info.socket) {
+    info.rcvtimeo = query_timeout(fd, SO_RCVTIMEO);
+    info.sndtimeo = query_timeout(fd, SO_SNDTIMEO);
+  }
+  e->rcv_ns.store(info.rcvtimeo.count(), std::memory_order_relaxed);
+  e->snd_ns.store(info.sndtimeo.count(), std::memory_order_relaxed);
+  e->state.store(pack(info), std::memory_order_release);
+  return info;
+}
+
+void FdTable::created(int fd, bool socket, bool user_nonblock, bool shim_nonblock) noexcept {
+  Entry* e = entry(fd, true);
+  if (!e) return;
+  FdInfo info;
+  info.kind = FdKind::Managed;
+  info.socket = socket;
+  info.user_nonblock = user_nonblock;
+  info.shim_nonblock = shim_nonblock;
+  e->rcv_ns.store(0, std::memory_order_relaxed);
+  e->snd_ns.store(0, std::memory_order_relaxed);
+  e->state.store(pack(info), std::memory_order_release);
+}
+
+void FdTable::forget(int fd) noexcept {
+  if (Entry* e = entry(fd, false)) {
+    e->state.store(0, std::memory_order_release);
+    e->rcv_ns.store(0, std::memory_order_relaxed);
+    e->snd_ns.store(0, std::memory_order_relaxed);
+  }
+}
+
+void FdTable::copy(int from, int to) noexcept {
+  FdInfo info = lookup(from);
+  if (info.kind == FdKind::Unknown) return forget(to);
+  Entry* e = entry(to, true);
+  if (!e) return;
+  e->rcv_ns.store(info.rcvtimeo.count(), std::memory_order_relaxed);
+  e->snd_ns.store(info.sndtimeo.count(), std::memory_order_relaxed);
+  e->state.store(pack(info), std::memory_order_release);
+}
+
+void FdTable::set_user_nonblock(int fd, bool on) noexcept {
+  Entry* e = entry(fd, false);
+  if (!e) return;
+  std::uint32_t s = e->state.load(std::memory_order_acquire);
+  if ((s & kKindMask) == 0) return;  // unknown: classify() will read the real flag
+  while (!e->state.compare_exchange_weak(s, on ? (s | kUserNb) : (s & ~kUserNb), std::memory_order_acq_rel)) {
+  }
+}
+
+void FdTable::set_timeout(int fd, bool receive, std::chrono::nanoseconds t) noexcept {
+  Entry* e = entry(fd, false);
+  if (!e || (e->state.load(std::memory_order_acquire) & kKindMask) == 0) return;
+  (receive ? e->rcv_ns : e->snd_ns).store(t.count(), std::memory_order_relaxed);
+}
+
+bool FdTable::take_over(int fd) noexcept {
+  Entry* e = entry(fd, false);
+  if (!e) return false;
+  int fl = real::fcntl(fd, F_GETFL, nullptr);
+  if (fl < 0) return false;
+  if (!(fl & O_NONBLOCK) &&
+      real::fcntl(fd, F_SETFL, reinterpret_cast<void*>(static_cast<long>(fl | O_NONBLOCK))) != 0)
+    return false;
+  e->state.fetch_or(kShimNb, std::memory_order_acq_rel);
+  return true;
+}
+
+}  // namespace fiberio::patched::detail

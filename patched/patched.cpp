@@ -1,0 +1,90 @@
+#include "patched/patched.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "patched/mode.hpp"
+#include "patched/private_copy.hpp"
+
+namespace fiberio::patched {
+
+namespace {
+constexpr std::string_view kFunctions[] = {
+    "socket",        "socketpair",     "connect",         "accept",           "accept4",     "read",
+    "readv",         "recv",           "recvfrom",        "recvmsg",          "write",       "writev",
+    "send",          "sendto",         "sendmsg",         "poll",             "ppoll",       "select",
+    "pselect",       "epoll_wait",     "epoll_pwait",     "epoll_pwait2",     "sleep",       "usleep",
+    "nanosleep",     "clock_nanosleep", "close",          "fclose",           "shutdown",    "fcntl",
+    "fcntl64",       "ioctl",          "setsockopt",      "getsockopt",       "dup",         "dup2",
+    "dup3",          "pipe",           "pipe2",           "getaddrinfo",      "getnameinfo", "gethostbyname",
+    "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "__read_chk",    "__recv_chk",  "__recvfrom_chk",
+    "__poll_chk",    "__ppoll_chk"};
+
+// Where this library is loaded: a symbol resolved into it is one of our shims.
+const void* own_base() noexcept {
+  static const void* base = [] {
+    Dl_info info{};
+    return ::dladdr(reinterpret_cast<const void*>(&own_base), &info) ? info.dli_fbase : nullptr;
+  }();
+  return base;
+}
+
+bool resolves_here(const char* symbol) noexcept {
+  void* p = real::resolved(symbol);
+  Dl_info info{};
+  return p && ::dladdr(p, &info) && info.dli_fbase == own_base();
+}
+
+// A fiberio function the shims call (fiberio::detail::Hub::forget_fd(int), from close()), as its
+// mangled name: where the process resolves it tells which copy of fiberio the shims talk to.
+constexpr const char* kHubForgetFd = "_ZN7fiberio6detail3Hub9forget_fdEi";
+
+// Run when the library loads. If the process resolves fiberio to the copy inside this library while
+// the program carries its own, unexported copy (a static libfiberio.a in a program started with
+// LD_PRELOAD), the shims can never see the program's hub and would silently do nothing: say so.
+__attribute__((constructor)) void check_reachable_hub() {
+  if (!resolves_here(kHubForgetFd)) return;  // the program exports its fiberio (or links it shared)
+  if (!detail::program_has_private_fiberio("/proc/self/exe")) return;  // no fiberio but ours
+  static const char msg[] =
+      "fiberio_patched: this program contains its own copy of fiberio that it does not export, so the "
+      "preloaded shims cannot see its hubs and stay inactive (plain libc). Link the program with "
+      "fiberio::patched, or export its symbols (-rdynamic / CMake ENABLE_EXPORTS), or build fiberio "
+      "as a shared library. See docs/patched.md.\n";
+  [[maybe_unused]] auto r = real::write(2, msg, sizeof msg - 1);
+}
+}  // namespace
+
+bool installed() noexcept { return resolves_here("read"); }
+
+bool is_patched(std::string_view function) noexcept {
+  if (function.empty() || function.size() >= 64) return false;
+  for (auto f : kFunctions) {
+    if (f != function) continue;
+    char name[64];
+    std::memcpy(name, function.data(), function.size());
+    name[function.size()] = '\0';
+    return resolves_here(name);
+  }
+  return false;
+}
+
+std::span<const std::string_view> patched_functions() noexcept { return kFunctions; }
+
+void enable() noexcept { detail::g_enabled.store(true); }
+void disable() noexcept { detail::g_enabled.store(false); }
+bool enabled() noexcept { return detail::g_enabled.load(); }
+
+bool active() noexcept { return installed() && detail::cooperative_hub() != nullptr; }
+
+namespace detail {
+const int link_anchor = 1;
+}
+
+Disabled::Disabled() noexcept { ++detail::t_disabled; }
+Disabled::~Disabled() { --detail::t_disabled; }
+
+}  // namespace fiberio::patched

@@ -1,0 +1,590 @@
+// The hub: LoopExit, fd waits, fork, program/thread exit with blocked fibers, stack overflow.
+#include <fiberio/fiberio.hpp>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "watchdog.hpp"
+
+using namespace std::chrono_literals;
+using fiberio::Clock;
+
+namespace {
+
+std::size_t count_fds() {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d)) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+struct Pipe {
+  int r = -1, w = -1;
+  Pipe() {
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+    r = p[0];
+    w = p[1];
+  }
+  ~Pipe() {
+    if (r >= 0) fiberio::close(r);
+    if (w >= 0) fiberio::close(w);
+  }
+};
+
+// Writes a marker line to stdout (the child's pipe to the test) when destroyed.
+struct Marker {
+  const char* text;
+  ~Marker() {
+    std::string line = std::string(text) + "\n";
+    [[maybe_unused]] auto r = ::write(1, line.data(), line.size());
+  }
+};
+
+// A fork()ed child running fn; the parent collects its stdout, stderr and exit status, and kills it
+// if it has not exited within `limit` (a hang shows as timed_out).
+struct ChildResult {
+  int status = 0;
+  bool timed_out = false;
+  std::string out, err;
+  bool exited_ok() const { return !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+  std::string describe() const {
+    return "timed_out=" + std::to_string(timed_out) + " status=" + std::to_string(status) + "\nstdout:\n" + out +
+           "\nstderr:\n" + err;
+  }
+};
+
+template <class Fn>
+ChildResult run_child(Fn fn, std::chrono::seconds limit = std::chrono::seconds(15)) {
+  int out[2], err[2];
+  if (::pipe(out) != 0 || ::pipe(err) != 0) throw std::runtime_error("pipe");
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork");
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    int rc = fn();
+    std::fflush(nullptr);
+    std::exit(rc);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  ChildResult res;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_pipes = 2;
+  while (open_pipes > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      res.timed_out = true;
+      break;
+    }
+    // A plain poll(): the parent must not depend on the hub it is testing.
+    if (::poll(fds, 2, static_cast<int>(left.count())) < 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? res.out : res.err).append(buf, static_cast<std::size_t>(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_pipes;
+      }
+    }
+  }
+  if (res.timed_out) ::kill(pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  // The pipes closed: the child is exiting. Still bound the wait.
+  while (::waitpid(pid, &res.status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      res.timed_out = true;
+      ::kill(pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return res;
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
+}
+
+// Spawns greenlets blocked every way the core offers; each prints its marker when unwound.
+void spawn_blocked_greenlets(Pipe& never_written, bool with_unstarted = true) {
+  static fiberio::Event* never_set = new fiberio::Event;  // leaked on purpose: outlives the greenlets
+  fiberio::spawn([] {
+    Marker m{"event"};
+    never_set->wait();
+  });
+  fiberio::spawn([] {
+    Marker m{"sleep"};
+    fiberio::sleep(3600s);
+  });
+  fiberio::spawn([fd = never_written.r] {
+    Marker m{"fd"};
+    fiberio::wait_read(fd);
+  });
+  fiberio::spawn([] {
+    Marker m{"asyncresult"};
+    fiberio::AsyncResult<int> r;
+    r.get();
+  });
+  auto forever = fiberio::spawn([] {
+    Marker m{"joined"};
+    fiberio::sleep(3600s);
+  });
+  fiberio::spawn([forever] {
+    Marker m{"join"};
+    forever.join();
+  });
+  fiberio::spawn([] {
+    Marker m{"yield-loop"};
+    for (;;) fiberio::yield();
+  });
+  fiberio::spawn([] {
+    Marker m{"cleanup"};
+    try {
+      fiberio::sleep(3600s);
+    } catch (...) {
+      fiberio::sleep(5ms);  // cleanup that blocks briefly while unwinding
+      throw;
+    }
+  });
+  fiberio::yield();  // all of them start and block
+  // Never started (the caller exits before it runs): killed before it runs, its captures are
+  // destroyed all the same.
+  if (with_unstarted) fiberio::spawn([m = std::shared_ptr<Marker>(new Marker{"never-started"})] { std::abort(); });
+}
+
+const char* const kBlockedMarkers[] = {"event", "sleep",   "fd",          "asyncresult", "joined",
+                                       "join",  "cleanup", "yield-loop", "never-started"};
+
+}  // namespace
+
+// ---- LoopExit ----
+
+TEST(LoopExit, MainWaitingOnLocalWaitThatNothingCanWake) {
+  auto before = fiberio::live_greenlets();
+  // a joins b, b joins a: only this hub's fibers could ever wake them, and none will.
+  fiberio::Greenlet<void> a, b;
+  a = fiberio::spawn([&] { b.join(); });
+  b = fiberio::spawn([&] { a.join(); });
+  auto t0 = Clock::now();
+  try {
+    a.get();
+    FAIL() << "get() returned";
+  } catch (const fiberio::LoopExit& e) {
+    EXPECT_NE(std::string(e.what()).find("block forever"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - t0, 5s);
+  EXPECT_FALSE(a.dead());
+  fiberio::killall({a, b});
+  EXPECT_TRUE(a.killed());
+  EXPECT_TRUE(b.killed());
+  EXPECT_EQ(fiberio::live_greenlets(), before);
+  // The hub is usable afterwards.
+  EXPECT_EQ(fiberio::spawn([] { fiberio::sleep(1ms); return 3; }).get(), 3);
+}
+
+TEST(LoopExit, AlsoOnAStdThreadsHub) {
+  bool raised = false;
+  std::thread t([&] {
+    fiberio::Greenlet<void> a;
+    a = fiberio::spawn([&] { a.join(); });  // joins itself: never finishes
+    try {
+      a.join();
+    } catch (const fiberio::LoopExit&) {
+      raised = true;
+    }
+    a.kill();
+  });
+  t.join();
+  EXPECT_TRUE(raised);
+}
+
+TEST(LoopExit, NotRaisedWhileATimerIsPending) {
+  auto sleeper = fiberio::spawn([] { fiberio::sleep(30ms); });
+  fiberio::Greenlet<void> stuck;
+  stuck = fiberio::spawn([&] { sleeper.join(); });
+  EXPECT_NO_THROW(stuck.get());
+}
+
+TEST(LoopExit, NotRaisedWhenAnotherThreadWillSetTheEvent) {
+  fiberio::Event ev;
+  auto waiter = fiberio::spawn([&] { return ev.wait(); });
+  std::thread t([&] {
+    std::this_thread::sleep_for(50ms);
+    ev.set();
+  });
+  EXPECT_TRUE(waiter.get());  // main: local join; waiter: external wait
+  t.join();
+
+  fiberio::Event direct;
+  std::thread t2([&] {
+    std::this_thread::sleep_for(50ms);
+    direct.set();
+  });
+  EXPECT_TRUE(direct.wait());  // main itself waits for the other thread
+  t2.join();
+}
+
+TEST(LoopExit, NotRaisedWhileWaitingOnAnFd) {
+  Pipe p;
+  std::thread writer([&] {
+    std::this_thread::sleep_for(30ms);
+    [[maybe_unused]] auto r = ::write(p.w, "x", 1);
+  });
+  auto reader = fiberio::spawn([&] { fiberio::wait_read(p.r); });
+  EXPECT_NO_THROW(reader.get());
+  writer.join();
+}
+
+// ---- fd waits ----
+
+TEST(FdWait, ReadWriteTimeoutAndNoLeak) {
+  fiberio::detail::Hub::current();  // the hub's own epoll and eventfd are not a leak
+  auto fds_before = count_fds();
+  {
+    Pipe p;
+    EXPECT_NO_THROW(fiberio::wait_write(p.w, 1s));  // an empty pipe is writable
+    auto t0 = Clock::now();
+    EXPECT_THROW(fiberio::wait_read(p.r, 20ms), fiberio::TimeoutError);
+    EXPECT_GE(Clock::now() - t0, 20ms);
+    auto writer = fiberio::spawn([&] {
+      fiberio::sleep(10ms);
+      [[maybe_unused]] auto r = ::write(p.w, "hi", 2);
+    });
+    fiberio::wait_read(p.r, 5s);
+    char buf[8];
+    EXPECT_EQ(::read(p.r, buf, sizeof buf), 2);
+    writer.join();
+    // Edge-triggered registration, level-style waits: data already there is seen at once.
+    ASSERT_EQ(::write(p.w, "x", 1), 1);
+    fiberio::sleep(1ms);
+    EXPECT_NO_THROW(fiberio::wait_read(p.r, 1s));
+  }
+  EXPECT_EQ(count_fds(), fds_before);
+}
+
+TEST(FdWait, CloseWakesWaiterWithClosedError) {
+  Pipe p;
+  auto waiter = fiberio::spawn([&] {
+    try {
+      fiberio::wait_read(p.r);
+    } catch (const fiberio::ClosedError&) {
+      return true;
+    }
+    return false;
+  });
+  fiberio::yield();
+  fiberio::close(p.r);
+  p.r = -1;
+  EXPECT_TRUE(waiter.get());
+}
+
+TEST(FdWait, SecondReaderIsConcurrentObjectUseError) {
+  Pipe p;
+  auto first = fiberio::spawn([&] { fiberio::wait_read(p.r, 5s); });
+  fiberio::yield();
+  EXPECT_THROW(fiberio::wait_read(p.r, 10ms), fiberio::ConcurrentObjectUseError);
+  [[maybe_unused]] auto r = ::write(p.w, "x", 1);
+  first.join();
+  EXPECT_TRUE(first.successful());
+}
+
+TEST(FdWait, RegularFileIsNotPollable) {
+  char path[] = "/tmp/fiberio_test_XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::unlink(path);
+  EXPECT_THROW(fiberio::wait_read(fd, 10ms), std::system_error);
+  fiberio::close(fd);
+}
+
+TEST(FdWait, KillWakesFdWaiter) {
+  Pipe p;
+  bool destroyed = false;
+  struct Flag {
+    bool* f;
+    ~Flag() { *f = true; }
+  };
+  auto g = fiberio::spawn([&] {
+    Flag f{&destroyed};
+    fiberio::wait_read(p.r);
+  });
+  fiberio::yield();
+  g.kill();
+  EXPECT_TRUE(destroyed);
+  // The fd can be waited on again afterwards.
+  [[maybe_unused]] auto r = ::write(p.w, "x", 1);
+  EXPECT_NO_THROW(fiberio::wait_read(p.r, 1s));
+}
+
+// ---- exit with fibers still blocked ----
+
+TEST(ProgramExit, MainReturnsWithBlockedGreenlets) {
+  auto res = run_child([] {
+    static Pipe* p = new Pipe;  // the fd-waiter's pipe stays open until exit
+    spawn_blocked_greenlets(*p);
+    return 0;  // as main() returning: exit() runs with every greenlet still blocked
+  });
+  ASSERT_TRUE(res.exited_ok()) << res.describe();
+  for (const char* m : kBlockedMarkers) EXPECT_TRUE(has_line(res.out, m)) << m << "\n" << res.describe();
+  EXPECT_EQ(res.err, "");
+}
+
+TEST(ProgramExit, ExitCalledFromAGreenletDoesNotHang) {
+  // Boost.Fiber cannot shut down from inside a fiber and exit() hides its status from thread-exit
+  // handlers: the others are unwound, then the process ends with status 1 and says why.
+  auto res = run_child([] {
+    static Pipe* p = new Pipe;
+    spawn_blocked_greenlets(*p, false);
+    fiberio::spawn([] { std::exit(0); });
+    fiberio::sleep(3600s);
+    return 2;
+  });
+  ASSERT_FALSE(res.timed_out) << res.describe();
+  ASSERT_TRUE(WIFEXITED(res.status)) << res.describe();
+  EXPECT_EQ(WEXITSTATUS(res.status), 1);
+  EXPECT_NE(res.err.find("exit() called from inside a greenlet"), std::string::npos) << res.describe();
+  for (const char* m : kBlockedMarkers) {
+    if (std::string(m) == "never-started") continue;  // it ran (and was unwound) before the exit
+    EXPECT_TRUE(has_line(res.out, m)) << m << "\n" << res.describe();
+  }
+}
+
+TEST(ProgramExit, StdThreadReturnsWithBlockedGreenlets) {
+  auto res = run_child([] {
+    std::thread t([] {
+      static Pipe* p = new Pipe;
+      spawn_blocked_greenlets(*p);
+      // returns with all of them blocked: the thread's exit unwinds them
+    });
+    t.join();
+    [[maybe_unused]] auto r = ::write(1, "joined-thread\n", 14);
+    return 0;
+  });
+  ASSERT_TRUE(res.exited_ok()) << res.describe();
+  EXPECT_TRUE(has_line(res.out, "joined-thread")) << res.describe();
+  for (const char* m : kBlockedMarkers) EXPECT_TRUE(has_line(res.out, m)) << m << "\n" << res.describe();
+  // Every marker came before the thread was joined.
+  EXPECT_GT(res.out.find("joined-thread"), res.out.find("never-started"));
+}
+
+TEST(ProgramExit, MainReturnsWhileGreenletsAreRunnable) {
+  auto res = run_child([] {
+    for (int i = 0; i < 10; ++i)
+      fiberio::spawn([] {
+        Marker m{"busy"};
+        for (;;) fiberio::sleep(0ms);
+      });
+    fiberio::sleep(5ms);
+    return 0;
+  });
+  ASSERT_TRUE(res.exited_ok()) << res.describe();
+  std::size_t n = 0;
+  for (std::size_t pos = 0; (pos = res.out.find("busy\n", pos)) != std::string::npos; pos += 5) ++n;
+  EXPECT_EQ(n, 10u);
+}
+
+TEST(ProgramExit, GreenletIgnoringItsKillEndsTheProcessInsteadOfHanging) {
+  auto t0 = Clock::now();
+  auto res = run_child([] {
+    fiberio::spawn([] {
+      for (;;) {
+        try {
+          fiberio::sleep(3600s);
+        } catch (const fiberio::GreenletExit&) {
+          // swallowed: keeps running
+        }
+      }
+    });
+    fiberio::yield();
+    return 0;
+  });
+  ASSERT_FALSE(res.timed_out) << res.describe();
+  EXPECT_LT(Clock::now() - t0, 10s);
+  ASSERT_TRUE(WIFEXITED(res.status)) << res.describe();
+  EXPECT_EQ(WEXITSTATUS(res.status), 1);
+  EXPECT_NE(res.err.find("1 greenlet(s) did not unwind"), std::string::npos) << res.describe();
+}
+
+namespace {
+// A greenlet-local value whose destructor needs a working hub.
+struct NeedsHubOnDestroy {
+  ~NeedsHubOnDestroy() {
+    int v = fiberio::spawn([] {
+      fiberio::sleep(1ms);
+      return 7;
+    }).get();
+    std::string line = "local-destroyed " + std::to_string(v) + "\n";
+    [[maybe_unused]] auto r = ::write(1, line.data(), line.size());
+  }
+};
+}  // namespace
+
+TEST(ProgramExit, MainFiberLocalsDieWhileTheHubStillWorks) {
+  auto res = run_child([] {
+    static fiberio::local<NeedsHubOnDestroy> value;
+    std::thread t([] { (void)*value; });  // the thread's main fiber gets a value, then the thread ends
+    t.join();
+    return 0;
+  });
+  ASSERT_TRUE(res.exited_ok()) << res.describe();
+  EXPECT_TRUE(has_line(res.out, "local-destroyed 7")) << res.describe();
+}
+
+// ---- fork ----
+
+TEST(Fork, ChildKeepsUsingFiberioAndParentKeepsItsEvents) {
+  Pipe to_parent, to_child;
+  // Register both read ends with this hub before forking, so both processes inherit the registrations.
+  EXPECT_THROW(fiberio::wait_read(to_parent.r, 1ms), fiberio::TimeoutError);
+  EXPECT_THROW(fiberio::wait_read(to_child.r, 1ms), fiberio::TimeoutError);
+  auto ticker = fiberio::spawn([] { fiberio::sleep(3600s); });  // a parent greenlet, alive across fork
+  fiberio::yield();
+
+  int parent_w = to_parent.w, child_r = to_child.r;
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int rc = 0;
+    try {
+      // sleep and spawn still work in the child
+      auto g = fiberio::spawn([] {
+        fiberio::sleep(5ms);
+        return 7;
+      });
+      if (g.get() != 7) rc = 10;
+      // the child waits on its own pipe end; the parent writes to it
+      fiberio::wait_read(child_r, 10s);
+      char c;
+      if (::read(child_r, &c, 1) != 1 || c != 'p') rc = 11;
+      // and answers
+      if (::write(parent_w, "c", 1) != 1) rc = 12;
+    } catch (...) {
+      rc = 13;
+    }
+    std::fflush(nullptr);
+    ::_exit(rc);
+  }
+  // Parent: both sides must see their own events.
+  ASSERT_EQ(::write(to_child.w, "p", 1), 1);
+  bool parent_woke = true;
+  try {
+    fiberio::wait_read(to_parent.r, 10s);
+  } catch (const fiberio::TimeoutError&) {
+    parent_woke = false;
+  }
+  EXPECT_TRUE(parent_woke);
+  char c = 0;
+  EXPECT_EQ(::read(to_parent.r, &c, 1), 1);
+  EXPECT_EQ(c, 'c');
+  int status = 0;
+  for (int i = 0; i < 10000 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) fiberio::sleep(1ms);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ticker.kill();
+}
+
+TEST(Fork, ChildDoesNotStealParentsWakeups) {
+  // The child keeps polling while the parent's registered fd becomes ready. Were the epoll instance
+  // shared, the child's poll could consume the parent's (edge-triggered) event.
+  Pipe p;
+  EXPECT_THROW(fiberio::wait_read(p.r, 1ms), fiberio::TimeoutError);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    try {
+      for (int i = 0; i < 200; ++i) fiberio::sleep(1ms);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  fiberio::sleep(20ms);
+  ASSERT_EQ(::write(p.w, "x", 1), 1);
+  EXPECT_NO_THROW(fiberio::wait_read(p.r, 2s));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+// ---- stack overflow ----
+
+namespace {
+[[gnu::noinline]] int recurse(int depth) {
+  volatile char frame[256];
+  frame[0] = static_cast<char>(depth);
+  return depth > 1'000'000'000 ? frame[0] : recurse(depth + 1) + frame[0];
+}
+}  // namespace
+
+TEST(StackOverflow, DeepRecursionDiesWithMessage) {
+  auto res = run_child([] {
+    auto g = fiberio::spawn([] { return recurse(0); });
+    return g.get() == 42 ? 0 : 1;
+  });
+  EXPECT_FALSE(res.timed_out);
+  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
+  if (WIFSIGNALED(res.status)) {
+    EXPECT_EQ(WTERMSIG(res.status), SIGSEGV);
+  }
+  EXPECT_NE(res.err.find("fiber stack overflow"), std::string::npos) << res.describe();
+}
+
+TEST(StackOverflow, OrdinarySegfaultIsNotReportedAsOverflow) {
+  auto res = run_child([] {
+    fiberio::spawn([] {
+      static volatile std::uintptr_t bad_address = 16;  // opaque to the compiler
+      *reinterpret_cast<volatile int*>(bad_address) = 1;
+    }).join();
+    return 0;
+  });
+  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
+  EXPECT_EQ(res.err.find("stack overflow"), std::string::npos) << res.describe();
+}
+
+// ---- misc ----
+
+TEST(Hub, ErrorHandlerIsPerThread) {
+  int here = 0;
+  fiberio::set_error_handler([&](const fiberio::GreenletBase&, std::exception_ptr) { ++here; });
+  std::string other_text;
+  std::thread t([&] {
+    // This thread's hub has the default handler; capture via its own handler to check isolation.
+    int there = 0;
+    fiberio::set_error_handler([&](const fiberio::GreenletBase&, std::exception_ptr) { ++there; });
+    fiberio::spawn([] { throw std::runtime_error("there"); }).join();
+    other_text = std::to_string(there);
+  });
+  t.join();
+  fiberio::spawn([] { throw std::runtime_error("here"); }).join();
+  fiberio::set_error_handler(nullptr);
+  EXPECT_EQ(here, 1);
+  EXPECT_EQ(other_text, "1");
+}
+
+TEST(Hub, DescribeException) {
+  EXPECT_EQ(fiberio::describe_exception(std::make_exception_ptr(std::runtime_error("x"))), "std::runtime_error: x");
+  EXPECT_EQ(fiberio::describe_exception(std::make_exception_ptr(fiberio::GreenletExit{})),
+            "fiberio::GreenletExit: greenlet killed");
+  EXPECT_EQ(fiberio::describe_exception(std::make_exception_ptr(42)), "int");
+  EXPECT_EQ(fiberio::describe_exception(nullptr), "no exception");
+}

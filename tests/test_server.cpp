@@ -1,0 +1,779 @@
+// StreamServer / DatagramServer / signal_handler on loopback: concurrency, errors, graceful stop,
+// EMFILE recovery and SIGINT draining (in forked children), workers, datagrams, leaks.
+#include <dirent.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fiberio/fiberio.hpp>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "watchdog.hpp"
+
+using namespace std::chrono_literals;
+using fiberio::Address;
+using fiberio::Socket;
+using fiberio::Stream;
+using fiberio::StreamServer;
+
+namespace {
+
+std::size_t count_fds() {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d)) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+class LeakCheck {
+ public:
+  LeakCheck() : greenlets_(fiberio::live_greenlets()), fds_(count_fds()) {}
+  void check() {
+    for (int i = 0; i < 40 && fiberio::live_greenlets() > greenlets_; ++i) fiberio::sleep(5ms);
+    EXPECT_EQ(count_fds(), fds_) << "fd leak";
+    EXPECT_EQ(fiberio::live_greenlets(), greenlets_) << "greenlet leak";
+  }
+
+ private:
+  std::size_t greenlets_, fds_;
+};
+
+fiberio::ServerOptions quiet() {
+  fiberio::ServerOptions o;
+  o.handle_signals = false;
+  return o;
+}
+
+// Echoes lines until EOF.
+void echo_lines(Socket& sock, const Address&) {
+  Stream s(sock);
+  for (std::string line; !(line = s.read_line(1024)).empty();) {
+    s.write(line);
+    s.flush();
+  }
+}
+
+// One request/response over a fresh connection.
+std::string ask(const Address& addr, std::string_view line, fiberio::OptDuration timeout = 5s) {
+  Socket c = fiberio::create_connection(addr, timeout);
+  Stream s(c);
+  s.write_line(line);
+  s.flush();
+  return s.read_line();
+}
+
+// Waits (bounded) until pred() holds, sleeping cooperatively.
+template <class Pred>
+bool eventually(Pred pred, fiberio::Duration limit = 5s) {
+  auto until = fiberio::Clock::now() + limit;
+  while (!pred()) {
+    if (fiberio::Clock::now() > until) return false;
+    fiberio::sleep(2ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(StreamServer, EchoStartStop) {
+  LeakCheck leaks;
+  {
+    StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+    EXPECT_EQ(server.address().port(), 0);
+    server.start();
+    EXPECT_TRUE(server.started());
+    auto addr = server.address();
+    EXPECT_NE(addr.port(), 0);  // the real port
+    EXPECT_EQ(ask(addr, "hello"), "hello\n");
+    EXPECT_EQ(ask(addr, "again"), "again\n");
+    EXPECT_EQ(server.stats().accepted, 2u);
+    server.stop();
+    EXPECT_TRUE(server.stopped());
+    Socket c = Socket::tcp();
+    EXPECT_THROW(c.connect(addr, 1s), fiberio::ConnectionRefused);  // the listener is closed
+    EXPECT_THROW(server.start(), std::logic_error);
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, ClientSocketClosesWhenHandlerReturns) {
+  LeakCheck leaks;
+  {
+    StreamServer server(Address("127.0.0.1", 0), [](Socket& s, const Address&) { s.sendall("bye"); }, quiet());
+    server.start();
+    Socket c = fiberio::create_connection(server.address(), 2s);
+    EXPECT_EQ(c.recv(10), "bye");
+    EXPECT_EQ(c.recv(10), "");  // EOF: the handler returned without closing, the server closed
+    server.stop();
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, ThousandConcurrentClientsOnOneThread) {
+  FIBERIO_WATCHDOG(60);
+  constexpr int kClients = 1000;
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 2 * kClients + 100) {
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 2 * kClients + 500);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur < 2 * kClients + 100) GTEST_SKIP() << "RLIMIT_NOFILE too low for 1000 clients";
+  LeakCheck leaks;
+  {
+    int active = 0, peak = 0;
+    fiberio::Event all_in;
+    auto main_thread = std::this_thread::get_id();
+    bool other_thread = false;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          if (std::this_thread::get_id() != main_thread) other_thread = true;
+          ++active;
+          peak = std::max(peak, active);
+          if (active == kClients) all_in.set();
+          Stream s(sock);
+          auto line = s.read_line();
+          all_in.wait(20s);  // every handler is in flight at the same time
+          s.write(line);
+          s.flush();
+          --active;
+        },
+        quiet());
+    server.start();
+    auto addr = server.address();
+    int ok = 0;
+    std::vector<fiberio::Greenlet<void>> clients;
+    for (int i = 0; i < kClients; ++i)
+      clients.push_back(fiberio::spawn([&, i] {
+        if (ask(addr, fmt::format("client {}", i), 20s) == fmt::format("client {}\n", i)) ++ok;
+      }));
+    fiberio::joinall(clients, 30s, true);
+    EXPECT_EQ(peak, kClients);
+    EXPECT_EQ(ok, kClients);
+    EXPECT_FALSE(other_thread);
+    EXPECT_EQ(server.stats().accepted, static_cast<std::uint64_t>(kClients));
+    server.stop();
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, HandlerExceptionIsReportedAndServerKeepsServing) {
+  LeakCheck leaks;
+  {
+    std::vector<std::string> reports;
+    fiberio::set_error_handler([&](const fiberio::GreenletBase& g, std::exception_ptr e) {
+      reports.push_back(g.name() + " | " + fiberio::describe_exception(e));
+    });
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [](Socket& sock, const Address&) {
+          Stream s(sock);
+          auto line = s.read_line();
+          if (line == "boom\n") throw std::runtime_error("handler exploded");
+          s.write(line);
+          s.flush();
+        },
+        quiet());
+    server.start();
+    auto addr = server.address();
+    {
+      Socket c = fiberio::create_connection(addr, 2s);
+      c.sendall("boom\n");
+      EXPECT_EQ(c.recv(10), "");  // the failing handler's connection was closed
+    }
+    EXPECT_EQ(ask(addr, "fine"), "fine\n");
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_NE(reports[0].find(fmt::format("StreamServer({})", addr)), std::string::npos) << reports[0];
+    EXPECT_NE(reports[0].find("std::runtime_error: handler exploded"), std::string::npos) << reports[0];
+    EXPECT_EQ(server.stats().handler_errors, 1u);
+    server.stop();
+    fiberio::set_error_handler({});
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, GracefulStopFinishesQuickHandlersAndKillsSlowOnes) {
+  LeakCheck leaks;
+  {
+    int destroyed = 0, finished = 0;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          struct Marker {
+            int& n;
+            ~Marker() { ++n; }
+          } m{destroyed};
+          Stream s(sock);
+          auto line = s.read_line();
+          fiberio::sleep(line == "slow\n" ? 1h : 100ms);
+          s.write(line);
+          s.flush();
+          ++finished;
+        },
+        quiet());
+    server.start();
+    auto addr = server.address();
+    std::vector<fiberio::Greenlet<std::string>> clients;
+    for (auto what : {"quick", "quick", "slow", "slow"})
+      clients.push_back(fiberio::spawn([addr, what] {
+        try {
+          return ask(addr, what);
+        } catch (const std::exception& e) {
+          return std::string("error: ") + e.what();
+        }
+      }));
+    ASSERT_TRUE(eventually([&] { return server.connections() == 4; }));
+    auto t0 = fiberio::Clock::now();
+    server.stop(400ms);
+    auto took = fiberio::Clock::now() - t0;
+    EXPECT_GE(took, 350ms);           // the slow handlers got their grace period
+    EXPECT_LT(took, 400ms + 1500ms);  // and no more
+    EXPECT_EQ(finished, 2);
+    EXPECT_EQ(destroyed, 4);  // the killed handlers unwound: their destructors ran
+    EXPECT_EQ(server.connections(), 0u);
+    EXPECT_EQ(server.stats().killed, 2u);
+    EXPECT_EQ(clients[0].get(), "quick\n");
+    EXPECT_EQ(clients[1].get(), "quick\n");
+    EXPECT_EQ(clients[2].get(), "");  // killed: connection closed without a reply
+    EXPECT_EQ(clients[3].get(), "");
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, StopWithoutHandlersIsImmediate) {
+  StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+  server.start();
+  auto t0 = fiberio::Clock::now();
+  server.stop(10s);
+  EXPECT_LT(fiberio::Clock::now() - t0, 1s);
+}
+
+TEST(StreamServer, SecondStopWithZeroGraceCutsTheGraceShort) {
+  LeakCheck leaks;
+  {
+    bool unwound = false;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          struct Marker {
+            bool& flag;
+            ~Marker() { flag = true; }
+          } m{unwound};
+          sock.recv(10);  // the client never sends: only a kill ends this
+        },
+        quiet());
+    server.start();
+    Socket c = fiberio::create_connection(server.address(), 2s);
+    ASSERT_TRUE(eventually([&] { return server.connections() == 1; }));
+    auto t0 = fiberio::Clock::now();
+    auto patient = fiberio::spawn([&] { server.stop(30s); });
+    fiberio::sleep(20ms);
+    server.stop(fiberio::Duration::zero());  // as a second Ctrl+C does
+    EXPECT_TRUE(patient.join(5s));
+    EXPECT_LT(fiberio::Clock::now() - t0, 5s);
+    EXPECT_TRUE(unwound);
+    EXPECT_EQ(c.recv(10), "");
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, DestroyedWhileServingStopsAndCleansUp) {
+  LeakCheck leaks;
+  {
+    bool unwound = false;
+    Socket c;
+    {
+      StreamServer server(
+          Address("127.0.0.1", 0),
+          [&](Socket& sock, const Address&) {
+            struct Marker {
+              bool& flag;
+              ~Marker() { flag = true; }
+            } m{unwound};
+            sock.recv(10);
+          },
+          quiet());
+      server.start();
+      c = fiberio::create_connection(server.address(), 2s);
+      ASSERT_TRUE(eventually([&] { return server.connections() == 1; }));
+    }  // no stop(): the destructor stops without grace
+    EXPECT_TRUE(unwound);
+    EXPECT_EQ(c.recv(10), "");
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, MaxConnectionsPausesAccepting) {
+  LeakCheck leaks;
+  {
+    int active = 0, peak = 0;
+    fiberio::Event release;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          peak = std::max(peak, ++active);
+          release.wait(10s);
+          sock.sendall("ok");
+          --active;
+        },
+        quiet());
+    server.max_connections(3);
+    server.start();
+    auto addr = server.address();
+    std::vector<fiberio::Greenlet<std::string>> clients;
+    for (int i = 0; i < 8; ++i)
+      clients.push_back(fiberio::spawn([addr] {
+        Socket c = fiberio::create_connection(addr, 10s);
+        return c.recv(10);
+      }));
+    fiberio::sleep(100ms);  // every client has connected (into the backlog); only 3 are handled
+    EXPECT_EQ(server.connections(), 3u);
+    EXPECT_EQ(server.stats().accepted, 3u);
+    release.set();
+    for (auto& c : clients) EXPECT_EQ(c.get(), "ok");
+    EXPECT_EQ(peak, 3);
+    EXPECT_EQ(server.stats().accepted, 8u);
+    server.stop();
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, StopFromInsideAHandler) {
+  LeakCheck leaks;
+  {
+    StreamServer* self = nullptr;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          Stream s(sock);
+          if (s.read_line() == "quit\n") {
+            self->stop();  // returns at once; the stop completes after this handler returns
+            s.write_line("stopping");
+            s.flush();
+          }
+        },
+        quiet());
+    self = &server;
+    auto serving = fiberio::spawn([&] { server.serve_forever(); });
+    ASSERT_TRUE(eventually([&] { return server.started(); }));
+    EXPECT_EQ(ask(server.address(), "quit"), "stopping\n");
+    EXPECT_TRUE(serving.join(5s));
+    EXPECT_TRUE(server.stopped());
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, StopFromAnotherThread) {
+  Address addr;
+  std::atomic<bool> ready{false};
+  StreamServer* server_ptr = nullptr;
+  std::thread t([&] {
+    StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+    server_ptr = &server;
+    server.start();
+    addr = server.address();
+    ready = true;
+    server.serve_forever();  // until the main thread stops it
+    server_ptr = nullptr;
+  });
+  ASSERT_TRUE(eventually([&] { return ready.load(); }));
+  EXPECT_EQ(ask(addr, "cross"), "cross\n");
+  server_ptr->stop(1s);
+  t.join();
+  EXPECT_EQ(server_ptr, nullptr);
+}
+
+TEST(StreamServer, UnixSocketServer) {
+  LeakCheck leaks;
+  {
+    std::string path = fmt::format("/tmp/fiberio-server-{}.sock", ::getpid());
+    ::unlink(path.c_str());
+    StreamServer server(Address::unix_path(path), echo_lines, quiet());
+    server.start();
+    EXPECT_EQ(fmt::format("{}", server.address()), "unix:" + path);
+    EXPECT_EQ(ask(server.address(), "over unix"), "over unix\n");
+    server.stop();
+    EXPECT_NE(::access(path.c_str(), F_OK), 0) << "the socket file is removed on stop";
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, Ipv6Server) {
+  Socket probe = Socket::tcp(AF_INET6);
+  try {
+    probe.bind(Address("::1", 0));
+  } catch (const std::system_error& e) {
+    GTEST_SKIP() << "no IPv6 loopback: " << e.what();
+  }
+  probe.close();
+  StreamServer server(Address::parse("[::1]:0"), echo_lines, quiet());
+  server.start();
+  EXPECT_TRUE(server.address().is_ipv6());
+  EXPECT_EQ(ask(server.address(), "six"), "six\n");
+  server.stop();
+}
+
+TEST(StreamServer, WorkersSpreadConnectionsAcrossThreads) {
+  LeakCheck leaks;
+  {
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address& a) {
+          {
+            std::lock_guard lk(mu);
+            threads.insert(std::this_thread::get_id());
+          }
+          echo_lines(sock, a);
+        },
+        quiet());
+    server.workers(2);
+    server.start();
+    auto addr = server.address();
+    EXPECT_NE(addr.port(), 0);
+    int ok = 0;
+    std::vector<fiberio::Greenlet<void>> clients;
+    for (int i = 0; i < 64; ++i)
+      clients.push_back(fiberio::spawn([&, i] {
+        if (ask(addr, fmt::format("w{}", i)) == fmt::format("w{}\n", i)) ++ok;
+      }));
+    fiberio::joinall(clients, 20s, true);
+    EXPECT_EQ(ok, 64);
+    server.stop(1s);
+    EXPECT_TRUE(server.stopped());
+    std::lock_guard lk(mu);
+    EXPECT_EQ(threads.size(), 2u) << "SO_REUSEPORT should spread 64 connections over both workers";
+    EXPECT_EQ(threads.count(std::this_thread::get_id()), 0u);
+    EXPECT_EQ(server.stats().accepted, 64u);
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, OptionsAreFixedAfterStart) {
+  StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+  server.backlog(16).max_connections(10).stop_timeout(2s);
+  EXPECT_EQ(server.options().backlog, 16);
+  EXPECT_EQ(server.options().max_connections, 10u);
+  server.start();
+  EXPECT_THROW(server.backlog(32), std::logic_error);
+  EXPECT_THROW(server.start(), std::logic_error);
+  EXPECT_THROW(StreamServer(Address("127.0.0.1", 0), nullptr), std::invalid_argument);
+}
+
+TEST(StreamServer, BindErrorNamesTheAddress) {
+  StreamServer a(Address("127.0.0.1", 0), echo_lines, quiet());
+  a.start();
+  StreamServer b(a.address(), echo_lines, quiet());
+  try {
+    b.start();
+    FAIL() << "second bind succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EADDRINUSE);
+    EXPECT_NE(std::string(e.what()).find(a.address().to_string()), std::string::npos) << e.what();
+  }
+}
+
+TEST(StreamServer, ServesOnAPreboundSocket) {
+  Socket lst = Socket::tcp();
+  lst.bind(Address("127.0.0.1", 0));
+  auto addr = lst.local_address();
+  StreamServer server(std::move(lst), echo_lines, quiet());
+  server.start();
+  EXPECT_EQ(server.address(), addr);
+  EXPECT_EQ(ask(addr, "prebound"), "prebound\n");
+}
+
+// EMFILE: in a child with a tiny fd limit, fill the fd table, connect clients the server cannot
+// accept, check it backs off without spinning, free fds and check everyone gets served.
+namespace {
+int emfile_child() {
+  StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+  server.start();
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = count_fds() + 24;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return 10;
+  std::vector<Socket> clients;
+  for (;;) {
+    try {
+      clients.push_back(Socket::tcp());
+    } catch (const std::system_error& e) {
+      if (e.code().value() != EMFILE) return 11;
+      break;
+    }
+    if (clients.size() > 100) return 12;
+  }
+  clients.resize(clients.size() - 6);  // 6 free fds: the server can accept 6, the rest must wait
+  for (auto& c : clients) c.connect(server.address(), 2s);  // completes in the kernel backlog
+  if (!eventually([&] { return server.stats().accept_backoffs > 0; }, 3s)) return 13;
+  // Backing off, not spinning: little CPU while the table stays full.
+  rusage r0{}, r1{};
+  ::getrusage(RUSAGE_SELF, &r0);
+  auto backoffs0 = server.stats().accept_backoffs;
+  fiberio::sleep(300ms);
+  ::getrusage(RUSAGE_SELF, &r1);
+  auto cpu_us = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000000L + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+  };
+  if (cpu_us(r1) - cpu_us(r0) > 150000) return 14;
+  if (server.stats().accept_backoffs - backoffs0 > 60) return 15;  // 5 ms doubling to 100 ms
+  // Free fds: close the first half of the clients; the rest must all be served now.
+  std::size_t half = clients.size() / 2;
+  clients.erase(clients.begin(), clients.begin() + static_cast<std::ptrdiff_t>(half));
+  int ok = 0;
+  std::vector<fiberio::Greenlet<void>> gs;
+  for (auto& c : clients)
+    gs.push_back(fiberio::spawn([&ok, &c] {
+      c.set_timeout(5s);
+      Stream s(c);
+      s.write_line("alive");
+      s.flush();
+      if (s.read_line() == "alive\n") ++ok;
+    }));
+  fiberio::joinall(gs, 10s);
+  if (ok != static_cast<int>(clients.size())) return 16;
+  clients.clear();
+  server.stop(1s);
+  return 0;
+}
+}  // namespace
+
+TEST(StreamServer, RecoversFromEmfile) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(20);  // a hang in the child kills it (and fails the test) rather than hanging it
+    int rc = 99;
+    try {
+      rc = emfile_child();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "emfile child: %s\n", e.what());
+      rc = 98;
+    }
+    std::fflush(stderr);
+    ::_exit(rc);
+  }
+  int status = 0;
+  ASSERT_TRUE(eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s));
+  ASSERT_TRUE(WIFEXITED(status)) << "child died by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see emfile_child() for what this code means";
+}
+
+// SIGINT: a child serving forever with an in-flight handler gets SIGINT; serve_forever must return
+// (exit code 0) within the grace period, after the handler's destructors ran.
+TEST(StreamServer, SigintDrainsAndServeForeverReturns) {
+  auto [parent_end, child_end] = Socket::pair();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(20);
+    parent_end.close();
+    int report = child_end.fd();
+    auto say = [report](std::string_view s) { [[maybe_unused]] auto r = ::write(report, s.data(), s.size()); };
+    int rc = 0;
+    try {
+      fiberio::ServerOptions o;
+      o.stop_timeout = 300ms;  // handle_signals stays at its default: true
+      StreamServer server(
+          Address("127.0.0.1", 0),
+          [&](Socket& sock, const Address&) {
+            struct Marker {
+              decltype(say)& out;
+              ~Marker() { out("handler unwound\n"); }
+            } m{say};
+            Stream s(sock);
+            s.read_line();
+            s.write_line("in flight");
+            s.flush();
+            fiberio::sleep(1h);
+          },
+          o);
+      server.start();
+      say(fmt::format("port {}\n", server.address().port()));
+      server.serve_forever();
+      say("serve_forever returned\n");
+    } catch (const std::exception& e) {
+      say(fmt::format("error {}\n", e.what()));
+      rc = 1;
+    }
+    ::_exit(rc);
+  }
+  child_end.close();
+  parent_end.set_timeout(10s);
+  Stream report(parent_end);
+  auto port_line = report.read_line();
+  ASSERT_TRUE(port_line.starts_with("port ")) << port_line;
+  auto port = static_cast<std::uint16_t>(std::stoi(port_line.substr(5)));
+  Socket c = fiberio::create_connection(Address("127.0.0.1", port), 5s);
+  Stream cs(c);
+  cs.write_line("hi");
+  cs.flush();
+  EXPECT_EQ(cs.read_line(), "in flight\n");  // the handler is now in flight
+  auto t0 = fiberio::Clock::now();
+  ASSERT_EQ(::kill(pid, SIGINT), 0);
+  EXPECT_EQ(report.read_line(), "handler unwound\n");
+  EXPECT_EQ(report.read_line(), "serve_forever returned\n");
+  int status = 0;
+  ASSERT_TRUE(eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 10s));
+  EXPECT_LT(fiberio::Clock::now() - t0, 300ms + 2s);
+  ASSERT_TRUE(WIFEXITED(status)) << "child died by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(cs.read_line(), "");  // the killed handler's connection was closed
+}
+
+TEST(StreamServer, SigtermStopsServeForeverInProcess) {
+  LeakCheck leaks;
+  {
+    struct sigaction before {};
+    ::sigaction(SIGTERM, nullptr, &before);
+    fiberio::ServerOptions o;
+    o.stop_timeout = 100ms;
+    StreamServer server(Address("127.0.0.1", 0), echo_lines, o);
+    auto serving = fiberio::spawn([&] { server.serve_forever(); });
+    ASSERT_TRUE(eventually([&] { return server.started(); }));
+    EXPECT_EQ(ask(server.address(), "x"), "x\n");
+    ::kill(::getpid(), SIGTERM);  // without serve_forever's handler this would kill the test
+    EXPECT_TRUE(serving.join(5s));
+    EXPECT_TRUE(server.stopped());
+    struct sigaction after {};
+    ::sigaction(SIGTERM, nullptr, &after);
+    EXPECT_EQ(after.sa_handler, before.sa_handler) << "the previous disposition is restored";
+  }
+  leaks.check();
+}
+
+TEST(DatagramServer, Echo) {
+  LeakCheck leaks;
+  {
+    fiberio::DatagramServer* self = nullptr;
+    fiberio::ServerOptions o = fiberio::DatagramServer::default_options();
+    o.handle_signals = false;
+    fiberio::DatagramServer server(
+        Address("127.0.0.1", 0),
+        [&](std::string_view data, const Address& from) { self->sendto(fmt::format("echo:{}", data), from); }, o);
+    self = &server;
+    server.start();
+    auto addr = server.address();
+    EXPECT_NE(addr.port(), 0);
+    Socket c = Socket::udp();
+    c.set_timeout(2s);
+    std::set<std::string> got;
+    for (int i = 0; i < 20; ++i) c.sendto(fmt::format("d{}", i), addr);
+    for (int i = 0; i < 20; ++i) {
+      auto [data, from] = c.recvfrom(100);
+      EXPECT_EQ(from, addr);
+      got.insert(data);
+    }
+    EXPECT_EQ(got.size(), 20u);
+    EXPECT_EQ(got.count("echo:d7"), 1u);
+    EXPECT_EQ(server.stats().accepted, 20u);
+    server.stop();
+    EXPECT_TRUE(server.stopped());
+  }
+  leaks.check();
+}
+
+TEST(SignalHandler, RunsInAGreenletOnTheRegisteringHub) {
+  LeakCheck leaks;
+  {
+    struct sigaction before {};
+    ::sigaction(SIGUSR1, nullptr, &before);
+    int calls = 0;
+    std::string name;
+    fiberio::Event ran;
+    {
+      auto h = fiberio::signal_handler(SIGUSR1, [&] {
+        ++calls;
+        name = fiberio::getcurrent().name();
+        ran.set();
+      });
+      EXPECT_TRUE(h.active());
+      ::raise(SIGUSR1);
+      EXPECT_TRUE(ran.wait(2s));
+      EXPECT_EQ(calls, 1);
+      EXPECT_EQ(name, "signal_handler(SIGUSR1)");
+      // From another thread: still runs here.
+      ran.clear();
+      std::thread([] { ::kill(::getpid(), SIGUSR1); }).join();
+      EXPECT_TRUE(ran.wait(2s));
+      EXPECT_EQ(calls, 2);
+      h.cancel();
+      EXPECT_FALSE(h.active());
+    }
+    struct sigaction after {};
+    ::sigaction(SIGUSR1, nullptr, &after);
+    EXPECT_EQ(after.sa_handler, before.sa_handler);
+    EXPECT_THROW((void)fiberio::signal_handler(SIGKILL, [] {}), std::invalid_argument);
+  }
+  leaks.check();
+}
+
+TEST(SignalHandler, TwoHandlersBothRunAndDispositionRestoredAfterLast) {
+  LeakCheck leaks;
+  struct sigaction before {};
+  ::sigaction(SIGUSR2, nullptr, &before);
+  int a = 0, b = 0;
+  auto ha = fiberio::signal_handler(SIGUSR2, [&] { ++a; });
+  auto hb = fiberio::signal_handler(SIGUSR2, [&] { ++b; });
+  ::raise(SIGUSR2);
+  EXPECT_TRUE(eventually([&] { return a == 1 && b == 1; }, 2s));
+  ha.cancel();
+  struct sigaction mid {};
+  ::sigaction(SIGUSR2, nullptr, &mid);
+  EXPECT_NE(mid.sa_handler, before.sa_handler);  // hb still needs it
+  ::raise(SIGUSR2);
+  EXPECT_TRUE(eventually([&] { return b == 2; }, 2s));
+  EXPECT_EQ(a, 1);
+  hb = fiberio::SignalHandle();  // move-assign cancels
+  struct sigaction after {};
+  ::sigaction(SIGUSR2, nullptr, &after);
+  EXPECT_EQ(after.sa_handler, before.sa_handler);
+  leaks.check();  // the pipe is closed and its reader greenlet gone
+}
+
+TEST(Dns, ResolveLocalhostAndCreateConnection) {
+  LeakCheck leaks;
+  {
+    auto addrs = fiberio::resolve_all("localhost", 80);
+    ASSERT_FALSE(addrs.empty());
+    for (auto& a : addrs) {
+      EXPECT_TRUE(a.host() == "127.0.0.1" || a.host() == "::1") << a;
+      EXPECT_EQ(a.port(), 80);
+    }
+    EXPECT_EQ(fiberio::resolve("127.0.0.1", 5).host(), "127.0.0.1");  // numeric: no thread hop
+    EXPECT_EQ(fiberio::resolve("localhost", 1, AF_INET), Address("127.0.0.1", 1));
+    // (No lookup of a missing name: that would query the configured DNS server, off loopback.)
+    try {
+      fiberio::resolve("127.0.0.1", 80, AF_INET6);
+      FAIL() << "an IPv4 literal resolved as IPv6";
+    } catch (const fiberio::DnsError& e) {
+      EXPECT_EQ(e.code(), EAI_FAMILY);
+      EXPECT_NE(std::string(e.what()).find("127.0.0.1"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(fiberio::resolve("", 80), std::invalid_argument);
+
+    StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+    server.start();
+    {
+      Socket c = fiberio::create_connection("localhost", server.address().port(), 2s);
+      EXPECT_EQ(c.timeout(), fiberio::OptDuration(2s));
+      EXPECT_EQ(c.peer_address(), server.address());
+      c.sendall("via name\n");
+      EXPECT_EQ(Stream(c).read_line(), "via name\n");
+      Socket d = fiberio::create_connection("127.0.0.1", server.address().port(), {}, Address("127.0.0.1", 0));
+      EXPECT_EQ(d.local_address().host(), "127.0.0.1");
+    }  // closed: their handlers see EOF, so stop() need not wait out its grace
+    server.stop();
+    // Nothing listens there now: every address is refused and the last refusal is rethrown.
+    EXPECT_THROW(fiberio::create_connection("localhost", server.address().port(), 2s), fiberio::ConnectionRefused);
+  }
+  leaks.check();
+}

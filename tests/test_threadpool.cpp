@@ -1,0 +1,112 @@
+// ThreadPool: work on OS threads while only the calling fiber waits.
+#include <fiberio/fiberio.hpp>
+
+#include <atomic>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "watchdog.hpp"
+
+using namespace std::chrono_literals;
+using fiberio::Clock;
+
+TEST(ThreadPool, ApplyReturnsResultFromAnotherThread) {
+  fiberio::ThreadPool pool(2);
+  EXPECT_EQ(pool.size(), 2u);
+  auto caller = std::this_thread::get_id();
+  auto [sum, worker] = pool.apply([](int a, int b) { return std::make_pair(a + b, std::this_thread::get_id()); }, 2, 40);
+  EXPECT_EQ(sum, 42);
+  EXPECT_NE(worker, caller);
+  pool.apply([] {});  // void works too
+}
+
+TEST(ThreadPool, ApplyRethrowsTypeAndWhat) {
+  fiberio::ThreadPool pool(1);
+  try {
+    pool.apply([]() -> int { throw std::length_error("too long: 12"); });
+    FAIL() << "apply did not throw";
+  } catch (const std::length_error& e) {
+    EXPECT_STREQ(e.what(), "too long: 12");
+  }
+}
+
+TEST(ThreadPool, BlocksOnlyTheCallingFiber) {
+  fiberio::ThreadPool pool(1);
+  int ticks = 0;
+  bool stop = false;
+  auto ticker = fiberio::spawn([&] {
+    while (!stop) {
+      ++ticks;
+      fiberio::sleep(2ms);
+    }
+  });
+  // A blocking OS-level sleep on the pool: the hub keeps running the ticker meanwhile.
+  pool.apply([] { std::this_thread::sleep_for(150ms); });
+  stop = true;
+  ticker.join();
+  EXPECT_GE(ticks, 10);
+}
+
+TEST(ThreadPool, SpawnReturnsAsyncResult) {
+  fiberio::ThreadPool pool(2);
+  std::vector<fiberio::AsyncResult<int>> results;
+  for (int i = 0; i < 20; ++i) results.push_back(pool.spawn([i] { return i * 3; }));
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(results[i].get(10s), i * 3);
+  auto failed = pool.spawn([] { throw std::runtime_error("nope"); });
+  EXPECT_THROW(failed.get(10s), std::runtime_error);
+  EXPECT_FALSE(failed.successful());
+}
+
+TEST(ThreadPool, RunsOnAllThreads) {
+  fiberio::ThreadPool pool(3);
+  std::atomic<int> inside{0};
+  std::atomic<int> max_inside{0};
+  std::vector<fiberio::AsyncResult<std::thread::id>> rs;
+  for (int i = 0; i < 3; ++i)
+    rs.push_back(pool.spawn([&] {
+      int n = ++inside;
+      int m = max_inside.load();
+      while (n > m && !max_inside.compare_exchange_weak(m, n)) {
+      }
+      // Wait (bounded) until all three run at once.
+      for (int k = 0; k < 2000 && max_inside.load() < 3; ++k) std::this_thread::sleep_for(1ms);
+      --inside;
+      return std::this_thread::get_id();
+    }));
+  std::set<std::thread::id> ids;
+  for (auto& r : rs) ids.insert(r.get(10s));
+  EXPECT_EQ(ids.size(), 3u);
+  EXPECT_EQ(max_inside.load(), 3);
+}
+
+TEST(ThreadPool, ManyFibersApplyConcurrently) {
+  fiberio::ThreadPool pool(4);
+  std::vector<fiberio::Greenlet<int>> gs;
+  for (int i = 0; i < 50; ++i)
+    gs.push_back(fiberio::spawn([&pool, i] { return pool.apply([i] { return i + 1; }); }));
+  int total = 0;
+  for (auto& g : gs) total += g.get();
+  EXPECT_EQ(total, 50 * 51 / 2);
+}
+
+TEST(ThreadPool, DestructorRunsQueuedWork) {
+  std::atomic<int> ran{0};
+  {
+    fiberio::ThreadPool pool(1);
+    for (int i = 0; i < 10; ++i) pool.spawn([&] { ++ran; });
+  }
+  EXPECT_EQ(ran.load(), 10);
+  EXPECT_THROW(fiberio::ThreadPool(0), std::invalid_argument);
+}
+
+TEST(ThreadPool, RunInThreadUsesDefaultPool) {
+  auto& pool = fiberio::default_threadpool();
+  EXPECT_EQ(&pool, &fiberio::default_threadpool());
+  EXPECT_GE(pool.size(), 4u);
+  auto caller = std::this_thread::get_id();
+  auto id = fiberio::run_in_thread([] { return std::this_thread::get_id(); });
+  EXPECT_NE(id, caller);
+  EXPECT_EQ(fiberio::run_in_thread([](int x) { return x * x; }, 9), 81);
+  EXPECT_THROW(fiberio::run_in_thread([] { throw std::logic_error("x"); }), std::logic_error);
+}
