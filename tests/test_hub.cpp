@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -21,14 +22,6 @@ using fiberio::Clock;
 
 namespace {
 
-std::size_t count_fds() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
 
 struct Pipe {
   int r = -1, w = -1;
@@ -260,7 +253,7 @@ TEST(LoopExit, NotRaisedWhileWaitingOnAnFd) {
 
 TEST(FdWait, ReadWriteTimeoutAndNoLeak) {
   fiberio::detail::Hub::current();  // the hub's own epoll and eventfd are not a leak
-  auto fds_before = count_fds();
+  auto fds_before = fiberio_test::count_fds();
   {
     Pipe p;
     EXPECT_NO_THROW(fiberio::wait_write(p.w, 1s));  // an empty pipe is writable
@@ -280,7 +273,7 @@ TEST(FdWait, ReadWriteTimeoutAndNoLeak) {
     fiberio::sleep(1ms);
     EXPECT_NO_THROW(fiberio::wait_read(p.r, 1s));
   }
-  EXPECT_EQ(count_fds(), fds_before);
+  EXPECT_EQ(fiberio_test::count_fds(), fds_before);
 }
 
 TEST(FdWait, CloseWakesWaiterWithClosedError) {

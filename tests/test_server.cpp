@@ -1,6 +1,5 @@
 // StreamServer / DatagramServer / signal_handler on loopback: concurrency, errors, graceful stop,
 // EMFILE recovery and SIGINT draining (in forked children), workers, datagrams, leaks.
-#include <dirent.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -12,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -20,29 +20,10 @@ using fiberio::Socket;
 using fiberio::Stream;
 using fiberio::StreamServer;
 
+using fiberio_test::count_fds;
+using fiberio_test::LeakCheck;
+
 namespace {
-
-std::size_t count_fds() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
-class LeakCheck {
- public:
-  LeakCheck() : greenlets_(fiberio::live_greenlets()), fds_(count_fds()) {}
-  void check() {
-    for (int i = 0; i < 40 && fiberio::live_greenlets() > greenlets_; ++i) fiberio::sleep(5ms);
-    EXPECT_EQ(count_fds(), fds_) << "fd leak";
-    EXPECT_EQ(fiberio::live_greenlets(), greenlets_) << "greenlet leak";
-  }
-
- private:
-  std::size_t greenlets_, fds_;
-};
 
 fiberio::ServerOptions quiet() {
   fiberio::ServerOptions o;

@@ -1,6 +1,5 @@
 // Cooperative sockets on loopback: timeouts, EOF vs reset vs timeout, close-while-waiting, partial
 // writes, concurrent use, IPv6, unix sockets, UDP.
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -9,38 +8,17 @@
 
 #include <fiberio/fiberio.hpp>
 
+#include "leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
 using fiberio::Address;
 using fiberio::Socket;
 
+using fiberio_test::count_fds;
+using fiberio_test::LeakCheck;
+
 namespace {
-
-std::size_t count_fds() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
-// Records fds and greenlets at construction; check() fails the test if either grew.
-class LeakCheck {
- public:
-  // live_greenlets() first: it creates the hub (epoll + eventfd) if this is the first use.
-  LeakCheck() : greenlets_(fiberio::live_greenlets()), fds_(count_fds()) {}
-  void check() {
-    // Let finished greenlets leave the registry.
-    for (int i = 0; i < 20 && fiberio::live_greenlets() > greenlets_; ++i) fiberio::sleep(5ms);
-    EXPECT_EQ(count_fds(), fds_) << "fd leak";
-    EXPECT_EQ(fiberio::live_greenlets(), greenlets_) << "greenlet leak";
-  }
-
- private:
-  std::size_t greenlets_, fds_;
-};
 
 Socket listen_tcp(const Address& addr = Address("127.0.0.1", 0)) {
   Socket s = Socket::for_address(addr);

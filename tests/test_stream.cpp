@@ -1,39 +1,17 @@
 // Buffered streams over sockets: read_line limits and EOF, read_exactly, read_some, buffered writes.
-#include <dirent.h>
 
 #include <fiberio/fiberio.hpp>
 
+#include "leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
 using fiberio::Socket;
 using fiberio::Stream;
 
-namespace {
+using fiberio_test::count_fds;
+using fiberio_test::LeakCheck;
 
-std::size_t count_fds() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
-class LeakCheck {
- public:
-  LeakCheck() : greenlets_(fiberio::live_greenlets()), fds_(count_fds()) {}
-  void check() {
-    for (int i = 0; i < 20 && fiberio::live_greenlets() > greenlets_; ++i) fiberio::sleep(5ms);
-    EXPECT_EQ(count_fds(), fds_) << "fd leak";
-    EXPECT_EQ(fiberio::live_greenlets(), greenlets_) << "greenlet leak";
-  }
-
- private:
-  std::size_t greenlets_, fds_;
-};
-
-}  // namespace
 
 TEST(Stream, ReadLineKeepsNewlineAndReturnsEmptyAtEof) {
   LeakCheck leaks;
