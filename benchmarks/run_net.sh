@@ -9,9 +9,9 @@
 # connection count a fresh server is started, loadgen runs a closed-loop ping-pong against it
 # (WARMUP s uncounted, then DURATION s measured) and reads the server's CPU time (the whole process
 # tree: threads and forked children) at both ends of the measured window, then the server is stopped.
-# Each point is run REPEAT times, in rounds that interleave the models, and the run with the most
-# requests per server-CPU-second is kept (the same for every model: it filters out interference from
-# other work on this machine).
+# Each point is run REPEAT times, in rounds that interleave the models, and the run with the median
+# requests per server-CPU-second is reported (the same for every model: it damps interference from
+# other work on this machine, whichever way it pushes).
 #
 # Then: RSS per idle connection (each of IDLE_MODELS with IDLE_CONNS idle clients vs none), and seed 000's
 # starvation test (fib_server: a "1" request loop alone, then while another client loops fib(HOG_N)).
@@ -153,14 +153,14 @@ loadgen() {
 # Connect timeout for C connections: generous for thread/process-per-connection servers.
 connect_timeout() { echo $((30 + $1 / 200)); }
 
-declare -A RESULT  # "model conns" -> best loadgen line
+declare -A RUNS    # "model conns" -> loadgen lines, one per run
+declare -A RESULT  # "model conns" -> the median run's line
 declare -A SKIPPED # "model conns" -> why it was not run
 declare -A DONE    # "model conns" -> 1 once repeating it is pointless
 
-# measure_once MODEL CONNS: one fresh server, one loadgen run; keeps the line in RESULT if it has more
-# requests per server-CPU-second than the model's earlier runs at that connection count.
+# measure_once MODEL CONNS: one fresh server, one loadgen run; appends loadgen's line to RUNS.
 measure_once() {
-  local model=$1 c=$2 line v best
+  local model=$1 c=$2 line
   [[ -z ${SKIPPED["$model $c"]:-} ]] || return 0
   if [[ $model == threadpool || $model == prefork ]] && ((c > MAX_POOL)); then
     SKIPPED["$model $c"]="pool of one connection per worker, at most $MAX_POOL workers: cannot hold $c connections"
@@ -173,16 +173,21 @@ measure_once() {
     --connect-timeout "$(connect_timeout "$c")" --server-pid "$SERVER_PID")
   stop_server
   [[ -n $line ]] || return 1
-  best=${RESULT["$model $c"]:-}
-  v=$(kv req_per_cpu_s "$line")
-  if [[ -z $best ]] || awk -v a="$v" -v b="$(kv req_per_cpu_s "$best")" 'BEGIN { exit !(a > b) }'; then
-    RESULT["$model $c"]=$line
-  fi
+  RUNS["$model $c"]+="$line"$'\n'
   # A run that could not establish every connection will not do better when repeated.
-  if [[ $(kv established "$line") != "$c" ]]; then
-    RESULT["$model $c"]=$line
-    DONE["$model $c"]=1
-  fi
+  [[ $(kv established "$line") == "$c" ]] || DONE["$model $c"]=1
+}
+
+# median_run MODEL CONNS: the run with the median requests per server-CPU-second (the lower middle
+# one for an even count). The median, not the best: outside load can also flatter a run (at 1
+# connection a busy core 0 spares the server the idle-exit cost of every wake-up).
+median_run() {
+  local runs=${RUNS["$1 $2"]:-}
+  [[ -n $runs ]] || return 0
+  local n
+  n=$(grep -c . <<<"$runs")
+  grep . <<<"$runs" | while read -r l; do echo "$(kv req_per_cpu_s "$l") $l"; done | sort -g |
+    sed -n "$(((n + 1) / 2))p" | cut -d' ' -f2-
 }
 
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
@@ -203,6 +208,8 @@ for c in $CONNS; do
   done
 done
 
+for key in "${!RUNS[@]}"; do RESULT["$key"]=$(median_run ${key% *} ${key#* }); done
+
 # ---- the ping-pong table ----
 fmt_row() {
   local model=$1 c=$2 line=${RESULT["$1 $2"]:-} ref=$3
@@ -221,7 +228,7 @@ fmt_row() {
 
 {
   echo
-  echo "### Ping-pong ($((DURATION)) s measured after $WARMUP s warm-up, 33-byte lines, best of $REPEAT by req/CPU-s)"
+  echo "### Ping-pong ($((DURATION)) s measured after $WARMUP s warm-up, 33-byte lines, median of $REPEAT runs by req/CPU-s)"
   echo
   echo "ratio = requests per server-CPU-second / the better of raw-level and raw-edge at the same connection count."
   echo

@@ -1,10 +1,7 @@
 #include "patched/patched.hpp"
 
 #include <dlfcn.h>
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 
 #include "patched/mode.hpp"
@@ -40,20 +37,22 @@ bool resolves_here(const char* symbol) noexcept {
 }
 
 // A fiberio function the shims call (fiberio::detail::Hub::forget_fd(int), from close()), as its
-// mangled name: where the process resolves it tells which copy of fiberio the shims talk to.
+// mangled name: where the process resolves it tells which fiberio the shims talk to.
 constexpr const char* kHubForgetFd = "_ZN7fiberio6detail3Hub9forget_fdEi";
 
-// Run when the library loads. If the process resolves fiberio to the copy inside this library while
-// the program carries its own, unexported copy (a static libfiberio.a in a program started with
-// LD_PRELOAD), the shims can never see the program's hub and would silently do nothing: say so.
+// Run when the library loads. The shims reach fiberio where the process resolves it: libfiberio.so,
+// shared with the program that links it (the normal case), or the program itself when it carries a
+// static copy and exports it (which the linker does when the program links fiberio::patched). A
+// program with its own static copy that it does not export (libfiberio.a, then LD_PRELOAD) has hubs
+// the shims can never see: they would silently do nothing, so say so.
 __attribute__((constructor)) void check_reachable_hub() {
-  if (!resolves_here(kHubForgetFd)) return;  // the program exports its fiberio (or links it shared)
-  if (!detail::program_has_private_fiberio("/proc/self/exe")) return;  // no fiberio but ours
+  if (detail::in_program(real::resolved(kHubForgetFd))) return;  // the program's own fiberio: shared
+  if (!detail::program_has_private_fiberio()) return;  // it uses libfiberio.so, or has no fiberio at all
   static const char msg[] =
-      "fiberio_patched: this program contains its own copy of fiberio that it does not export, so the "
-      "preloaded shims cannot see its hubs and stay inactive (plain libc). Link the program with "
-      "fiberio::patched, or export its symbols (-rdynamic / CMake ENABLE_EXPORTS), or build fiberio "
-      "as a shared library. See docs/patched.md.\n";
+      "fiberio_patched: this program contains its own static copy of fiberio (libfiberio.a) and does not "
+      "export it, so the preloaded shims cannot see its hubs and stay inactive (plain libc). Link the "
+      "program against the shared libfiberio.so (fiberio's default build, FIBERIO_SHARED=ON), or link "
+      "fiberio::patched into it. See docs/patched.md.\n";
   [[maybe_unused]] auto r = real::write(2, msg, sizeof msg - 1);
 }
 }  // namespace

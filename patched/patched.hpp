@@ -60,7 +60,7 @@ namespace original = fiberio::patched::real;
 
 namespace detail {
 // Every program that includes this header references the shim library, so a linker running with
-// --as-needed (Debian's and Ubuntu's default) still records it as needed: otherwise a program that
+// --as-needed (Ubuntu's default, and common elsewhere) still records it as needed: otherwise a program that
 // reaches libc only through other libraries (hiredis, libpq...) would silently load no shims.
 extern const int link_anchor;
 [[gnu::used]] static const int* const keep_shims_linked = &link_anchor;

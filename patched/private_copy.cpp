@@ -1,40 +1,70 @@
 #include "patched/private_copy.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <link.h>
 
+#include <cstdint>
 #include <cstring>
-#include <algorithm>
 #include <string_view>
-
-#include "patched/real.hpp"
 
 namespace fiberio::patched::detail {
 
-bool program_has_private_fiberio(const char* path) noexcept {
-  static constexpr std::string_view kMarkers[] = {
-      "_ZN7fiberio6detail3Hub",  // any member of the hub, in the symbol table
-      "fiberio::LoopExit: this operation would block forever",
-  };
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  // Scan in blocks that overlap by the longest marker, so one split across a boundary is still seen.
-  constexpr std::size_t kBlock = 1 << 16, kOverlap = 64;
-  static_assert(kMarkers[1].size() < kOverlap);
-  char buf[kBlock + kOverlap];
-  std::size_t kept = 0;
-  bool found = false;
-  while (!found) {
-    ssize_t n = real::read(fd, buf + kept, kBlock);
-    if (n <= 0) break;
-    std::string_view hay(buf, kept + static_cast<std::size_t>(n));
-    for (auto m : kMarkers)
-      if (hay.find(m) != std::string_view::npos) found = true;
-    kept = std::min(kOverlap, hay.size());
-    std::memmove(buf, hay.data() + hay.size() - kept, kept);
+namespace {
+
+// Only fiberio/hub.cpp holds this text (the LoopExit message), so only an object that contains the hub
+// has it; an executable that merely calls into libfiberio.so does not. PatchedSwitch tests it against
+// libfiberio.so, so a change to the message cannot silently blind this check.
+constexpr std::string_view kHubMarker = "fiberio::LoopExit: this operation would block forever";
+
+bool contains(const dl_phdr_info& obj, std::uintptr_t address) {
+  for (int i = 0; i < obj.dlpi_phnum; ++i) {
+    const auto& ph = obj.dlpi_phdr[i];
+    std::uintptr_t start = obj.dlpi_addr + ph.p_vaddr;
+    if (ph.p_type == PT_LOAD && address >= start && address - start < ph.p_memsz) return true;
   }
-  real::close(fd);
-  return found;
+  return false;
 }
+
+bool has_marker(const dl_phdr_info& obj, std::uintptr_t) {
+  for (int i = 0; i < obj.dlpi_phnum; ++i) {
+    const auto& ph = obj.dlpi_phdr[i];
+    // String literals live in read-only segments (.rodata; merged into the text segment by older linkers).
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_R) || (ph.p_flags & PF_W)) continue;
+    const void* base = reinterpret_cast<const void*>(obj.dlpi_addr + ph.p_vaddr);
+    if (::memmem(base, ph.p_filesz, kHubMarker.data(), kHubMarker.size())) return true;
+  }
+  return false;
+}
+
+// Asks `question(object, address)` of one loaded object: the main program (which dl_iterate_phdr
+// always lists first), or the object that contains `address`.
+struct Query {
+  bool main_program;
+  std::uintptr_t address;
+  bool (*question)(const dl_phdr_info&, std::uintptr_t);
+  bool answer = false;
+};
+
+int visit(dl_phdr_info* obj, std::size_t, void* data) {
+  auto* q = static_cast<Query*>(data);
+  if (!q->main_program && !contains(*obj, q->address)) return 0;
+  q->answer = q->question(*obj, q->address);
+  return 1;  // stop
+}
+
+bool ask(bool main_program, const void* address, bool (*question)(const dl_phdr_info&, std::uintptr_t)) {
+  Query q{main_program, reinterpret_cast<std::uintptr_t>(address), question};
+  ::dl_iterate_phdr(visit, &q);
+  return q.answer;
+}
+
+}  // namespace
+
+bool object_has_fiberio_hub(const void* address) noexcept {
+  return address && ask(false, address, has_marker);
+}
+
+bool program_has_private_fiberio() noexcept { return ask(true, nullptr, has_marker); }
+
+bool in_program(const void* address) noexcept { return address && ask(true, address, contains); }
 
 }  // namespace fiberio::patched::detail

@@ -70,9 +70,9 @@ class SlowHttpServer {
     std::string body = "you asked for " + path;
     std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
                        "\r\nConnection: close\r\n\r\n" + body;
+    ++served_;  // before replying: the client may finish (and the test read served()) right after the write
     ::write(fd, resp.data(), resp.size());
     ::close(fd);
-    ++served_;
   }
 
   int listen_fd_ = -1;

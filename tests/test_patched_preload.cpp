@@ -1,8 +1,11 @@
 // LD_PRELOAD=libfiberio_patched.so into a program that links fiberio but knows nothing of the shims.
-// The test builds such a program the way a user would (same compiler, libfiberio, no fiberio::patched)
-// twice: linked with -rdynamic, the preloaded shims find the program's hub and its blocking read()
-// and usleep() become cooperative; linked plainly (fiberio's symbols hidden), the shims cannot reach
-// its hub, say so on stderr, and the program runs as plain libc.
+// The test builds such a program the way a user would (same compiler, fiberio's headers, no
+// fiberio::patched, no -rdynamic):
+//  * linked plainly against the shared libfiberio.so, the preloaded shims share the program's hub
+//    (one libfiberio.so in the process): its blocking read() and usleep() become cooperative. Without
+//    LD_PRELOAD the same program stalls its hub.
+//  * linked with its own static copy of fiberio (as a libfiberio.a build would), the shims cannot see
+//    its hub: they say so on stderr, and the program runs as plain libc.
 #include "test_patched_support.hpp"
 #include "watchdog.hpp"
 
@@ -13,7 +16,8 @@ namespace {
 // The program under test: a ticker greenlet, and the main fiber blocked in plain read() and usleep()
 // while a plain thread provides the data after 300 ms. It reports how many ticks ran meanwhile.
 constexpr const char* kProgram = R"(
-#include <fiberio/fiberio.hpp>
+#include <fiberio/greenlet.hpp>
+#include <fiberio/time.hpp>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cstdio>
@@ -39,6 +43,13 @@ int main() {
 }
 )";
 
+std::vector<std::string> words(const char* list) {
+  std::vector<std::string> out;
+  std::istringstream ss(list);
+  for (std::string w; ss >> w;) out.push_back(w);
+  return out;
+}
+
 int run(const std::vector<std::string>& argv, const std::string& log, std::vector<std::string> env = {}) {
   Child c(argv, log, std::move(env));
   return c.signal_and_wait(0, 60000ms);
@@ -51,59 +62,87 @@ int field(const std::string& out, const std::string& name) {
   return p == std::string::npos ? -1 : std::atoi(out.c_str() + p + name.size() + 1);
 }
 
+// Compiles kProgram in a temp dir and links it with `link_inputs` (libraries, objects, flags).
+// Compiling and linking run in child processes: this fiber just waits.
+class Probe {
+ public:
+  std::string path;
+  std::string error;  // the compiler's output if building failed
+
+  explicit Probe(const std::vector<std::string>& link_inputs) {
+    std::string src = dir_.path + "/probe.cpp", obj = dir_.path + "/probe.o", log = dir_.path + "/build.log";
+    path = dir_.path + "/probe";
+    std::ofstream(src) << kProgram;
+    bool ok = exited_ok(run({FIBERIO_CXX, "-std=c++20", "-O1", "-I" FIBERIO_SOURCE_DIR, "-c", src, "-o", obj}, log));
+    if (ok) {
+      std::vector<std::string> argv{FIBERIO_CXX, obj, "-o", path};
+      argv.insert(argv.end(), link_inputs.begin(), link_inputs.end());
+      for (auto& d : words(FIBERIO_DEP_FILES)) argv.push_back(d);
+      argv.push_back("-pthread");
+      argv.push_back("-ldl");
+      ok = exited_ok(run(argv, log));
+    }
+    if (!ok) error = read_file(log);
+  }
+
+  // Runs the program with `env` added; returns its output ("" if it failed, with `why` set).
+  std::string run_with(std::vector<std::string> env, std::string& why) {
+    std::string out = dir_.path + "/out" + std::to_string(runs_++);
+    int st = run({path}, out, std::move(env));
+    std::string text = read_file(out);
+    if (!exited_ok(st)) why = "probe failed (status " + std::to_string(st) + "): " + text;
+    return text;
+  }
+
+ private:
+  TempDir dir_;
+  int runs_ = 0;
+};
+
+const std::string kPreload = std::string("LD_PRELOAD=") + FIBERIO_PATCHED_SO;
+// Set so Child drops an LD_PRELOAD inherited from whoever runs the test.
+const std::string kNoPreload = "FIBERIO_TEST_NO_PRELOAD=1";
+
 }  // namespace
 
-TEST(PatchedPreload, PreloadedShimsMakeAFiberioProgramCooperative) {
+TEST(PatchedPreload, PlainlyLinkedProgramBecomesCooperativeOnlyWithThePreload) {
   FIBERIO_WATCHDOG(120);
+  if (!FIBERIO_SHARED_BUILD) GTEST_SKIP() << "fiberio is built static (FIBERIO_SHARED=OFF): nothing to link plainly";
   fiberio::detail::Hub::current();
-  TempDir dir;
-  std::string src = dir.path + "/probe.cpp", obj = dir.path + "/probe.o";
-  {
-    std::ofstream(src) << kProgram;
-  }
-  std::string log = dir.path + "/build.log";
-  // Compiling runs in a child process: this fiber just waits.
-  ASSERT_TRUE(exited_ok(run({FIBERIO_CXX, "-std=c++20", "-O1", "-I" FIBERIO_SOURCE_DIR, "-c", src, "-o", obj}, log)))
-      << read_file(log);
-  std::vector<std::string> deps;
-  {
-    std::istringstream ss(FIBERIO_DEP_FILES);
-    for (std::string d; ss >> d;) deps.push_back(d);
-  }
-  auto link = [&](const std::string& out, bool exported) {
-    std::vector<std::string> argv{FIBERIO_CXX, obj, "-o", out};
-    if (exported) argv.push_back("-rdynamic");
-    argv.push_back(FIBERIO_LIB_FILE);
-    argv.insert(argv.end(), deps.begin(), deps.end());
-    argv.push_back("-pthread");
-    argv.push_back("-ldl");
-    return exited_ok(run(argv, log));
-  };
-  std::string exported = dir.path + "/probe_exported", hidden = dir.path + "/probe_hidden";
-  ASSERT_TRUE(link(exported, true)) << read_file(log);
-  ASSERT_TRUE(link(hidden, false)) << read_file(log);
-  std::string preload = std::string("LD_PRELOAD=") + FIBERIO_PATCHED_SO;
+  // As a user's build links it: -L<dir> -lfiberio, with a run path to find libfiberio.so.
+  std::string libdir = std::filesystem::path(FIBERIO_LIB_FILE).parent_path();
+  Probe probe({"-L" + libdir, "-lfiberio", "-Wl,-rpath," + libdir});
+  ASSERT_TRUE(probe.error.empty()) << probe.error;
 
   // Without LD_PRELOAD, the program is plain libc: its hub stalls while read() blocks.
-  std::string out0 = dir.path + "/out0";
-  ASSERT_TRUE(exited_ok(run({exported}, out0, {"FIBERIO_UNUSED=1"}))) << read_file(out0);
-  EXPECT_EQ(field(read_file(out0), "read"), 1);
-  EXPECT_EQ(field(read_file(out0), "ticks_during_read"), 0) << read_file(out0);
+  std::string why;
+  std::string o0 = probe.run_with({kNoPreload}, why);
+  ASSERT_TRUE(why.empty()) << why;
+  EXPECT_EQ(field(o0, "read"), 1) << o0;
+  EXPECT_EQ(field(o0, "ticks_during_read"), 0) << o0;
+  EXPECT_EQ(field(o0, "ticks_during_usleep"), 0) << o0;
 
-  // Preloaded into the program that exports its symbols: cooperative.
-  std::string out1 = dir.path + "/out1";
-  ASSERT_TRUE(exited_ok(run({exported}, out1, {preload}))) << read_file(out1);
-  std::string o1 = read_file(out1);
-  EXPECT_EQ(field(o1, "read"), 1);
+  // Preloaded: the shims and the program share libfiberio.so's hub, so the blocking calls overlap the
+  // ticker: ~30 ticks during the 300 ms read, ~20 during the 200 ms usleep.
+  std::string o1 = probe.run_with({kPreload}, why);
+  ASSERT_TRUE(why.empty()) << why;
+  EXPECT_EQ(field(o1, "read"), 1) << o1;
   EXPECT_GE(field(o1, "ticks_during_read"), 10) << o1;
   EXPECT_GE(field(o1, "ticks_during_usleep"), 8) << o1;
-  EXPECT_EQ(o1.find("fiberio_patched:"), std::string::npos) << o1;
+  EXPECT_EQ(o1.find("fiberio_patched:"), std::string::npos) << "no warning expected: " << o1;
+}
 
-  // Preloaded into the program that hides them: a clear warning, then plain libc (no hang, no crash).
-  std::string out2 = dir.path + "/out2";
-  ASSERT_TRUE(exited_ok(run({hidden}, out2, {preload}))) << read_file(out2);
-  std::string o2 = read_file(out2);
-  EXPECT_NE(o2.find("fiberio_patched: this program contains its own copy of fiberio"), std::string::npos) << o2;
-  EXPECT_EQ(field(o2, "read"), 1);
-  EXPECT_EQ(field(o2, "ticks_during_read"), 0) << o2;
+TEST(PatchedPreload, ProgramWithItsOwnStaticFiberioGetsAWarningAndPlainLibc) {
+  FIBERIO_WATCHDOG(120);
+  fiberio::detail::Hub::current();
+  // fiberio's objects linked into the executable, as libfiberio.a would be: a private, unexported copy.
+  Probe probe(words(FIBERIO_OBJECT_FILES));
+  ASSERT_TRUE(probe.error.empty()) << probe.error;
+  std::string why;
+  std::string out = probe.run_with({kPreload}, why);
+  ASSERT_TRUE(why.empty()) << why;  // no hang, no crash
+  EXPECT_NE(out.find("fiberio_patched: this program contains its own static copy of fiberio"), std::string::npos)
+      << out;
+  EXPECT_EQ(field(out, "read"), 1) << out;
+  EXPECT_EQ(field(out, "ticks_during_read"), 0) << out;
 }

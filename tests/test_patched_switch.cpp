@@ -243,8 +243,25 @@ TEST(PatchedSwitch, PreloadIntoAProgramWithoutFiberioChangesNothing) {
   ASSERT_NE(st, -1) << "sh did not finish";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   EXPECT_EQ(read_file(log), "x42y") << "no warning, no change: there is no hub in sh";
-  // The load-time check that warns when a preloaded program carries its own unreachable fiberio.
-  EXPECT_TRUE(patched::detail::program_has_private_fiberio("/proc/self/exe"));
-  EXPECT_FALSE(patched::detail::program_has_private_fiberio(sh.c_str()));
-  EXPECT_FALSE(patched::detail::program_has_private_fiberio("/nonexistent"));
+}
+
+TEST(PatchedSwitch, LoadTimeCheckFindsWhichObjectHoldsTheHub) {
+  // The check that warns when a preloaded program carries its own, unreachable copy of fiberio
+  // (PatchedPreload.ProgramWithItsOwnStaticFiberioGetsAWarningAndPlainLibc runs it end to end).
+  const void* hub_code = patched::real::resolved("_ZN7fiberio6detail3Hub9forget_fdEi");
+  ASSERT_NE(hub_code, nullptr);
+  EXPECT_TRUE(patched::detail::object_has_fiberio_hub(hub_code)) << "the hub's marker text is gone from hub.cpp";
+  const void* libc_code = patched::real::resolved("abort");
+  ASSERT_NE(libc_code, nullptr);
+  EXPECT_FALSE(patched::detail::object_has_fiberio_hub(libc_code));
+  EXPECT_FALSE(patched::detail::object_has_fiberio_hub(nullptr));
+  static const int in_this_program = 1;
+  int on_stack = 0;
+  EXPECT_TRUE(patched::detail::in_program(&in_this_program));
+  EXPECT_FALSE(patched::detail::in_program(&on_stack));
+  EXPECT_FALSE(patched::detail::in_program(libc_code));
+  // This test links fiberio like any user: with the shared library (the default), the hub lives in
+  // libfiberio.so and the program holds none of its own; linked statically, the program holds it.
+  EXPECT_EQ(patched::detail::in_program(hub_code), !FIBERIO_SHARED_BUILD);
+  EXPECT_EQ(patched::detail::program_has_private_fiberio(), !FIBERIO_SHARED_BUILD);
 }

@@ -203,17 +203,19 @@ TEST(TimeoutGuard, NestedFireInDeadlineOrder) {
 }
 
 TEST(TimeoutGuard, LeftScopeNeverFires) {
+  // The guard's deadline is far enough that a loaded machine cannot reach it inside the scope, and the
+  // sleep after the scope goes well past it.
   {
-    Timeout t(10ms);
+    Timeout t(150ms);
     fiberio::sleep(1ms);
   }
-  EXPECT_NO_THROW(fiberio::sleep(40ms));
+  EXPECT_NO_THROW(fiberio::sleep(250ms));
   // The same with a guard still active around it.
   Timeout outer(5s);
   {
-    Timeout t(10ms);
+    Timeout t(150ms);
   }
-  EXPECT_NO_THROW(fiberio::sleep(40ms));
+  EXPECT_NO_THROW(fiberio::sleep(250ms));
   EXPECT_FALSE(outer.fired());
 }
 
