@@ -372,13 +372,22 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       controller_ = spawn([w] { w->control(); });
       controller_.set_name(sh_->name + " controller");
     } else {
+      // start() returns only once every worker thread runs its loop (its hub exists, it accepts), so
+      // a caller that measures or connects right after start() sees the whole server.
+      auto up = std::make_shared<std::pair<std::atomic<unsigned>, Event>>();
+      up->first.store(n);
+      auto count_up = [up] {
+        if (up->first.fetch_sub(1) == 1) up->second.set();
+      };
       try {
         for (auto& w : workers_) {
-          threads_.emplace_back([w, datagram = datagram_] {
+          threads_.emplace_back([w, datagram = datagram_, count_up] {
             w->start_loop(datagram);
+            count_up();
             w->control();
           });
         }
+        up->second.wait();
       } catch (...) {
         // Could not start every thread: stop the ones that did start before reporting the failure.
         for (auto& w : workers_) w->request_stop(Duration::zero());
