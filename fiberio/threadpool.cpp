@@ -1,16 +1,24 @@
 #include "fiberio/threadpool.hpp"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 
 namespace fiberio {
 
-ThreadPool::ThreadPool(std::size_t threads) {
+ThreadPool::ThreadPool(std::size_t threads, int nice) : nice_(nice) {
   if (threads == 0) throw std::invalid_argument("fiberio::ThreadPool: needs at least one thread");
   threads_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { worker(); });
+  for (std::size_t i = 0; i < threads; ++i)
+    threads_.emplace_back([this] {
+      // Linux niceness is per thread: raise this thread's (lowering its priority needs no privilege).
+      if (nice_ != 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), ::getpriority(PRIO_PROCESS, 0) + nice_);
+      worker();
+    });
 }
 
 ThreadPool::~ThreadPool() {
@@ -68,7 +76,9 @@ ThreadPool& default_threadpool() {
   static std::once_flag once;
   std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, forget_default_pool_in_child); });
   auto n = std::max<std::size_t>(4, std::thread::hardware_concurrency());
-  auto* pool = new ThreadPool(n);
+  int nice = 19;
+  if (const char* e = std::getenv("FIBERIO_THREADPOOL_NICE")) nice = std::atoi(e);
+  auto* pool = new ThreadPool(n, nice);
   static DefaultPoolOwner owner;
   owner.pid = ::getpid();
   g_default.store(pool, std::memory_order_release);

@@ -1,4 +1,6 @@
 // ThreadPool: work on OS threads while only the calling fiber waits.
+#include <sys/resource.h>
+
 #include <fiberio/fiberio.hpp>
 
 #include <atomic>
@@ -109,4 +111,16 @@ TEST(ThreadPool, RunInThreadUsesDefaultPool) {
   EXPECT_NE(id, caller);
   EXPECT_EQ(fiberio::run_in_thread([](int x) { return x * x; }, 9), 81);
   EXPECT_THROW(fiberio::run_in_thread([] { throw std::logic_error("x"); }), std::logic_error);
+}
+
+// Offloaded CPU work must not starve the hub on a shared core: pool threads run at the niceness asked
+// for (the default pool at 19, the lowest priority), the hub's thread keeps its own.
+TEST(ThreadPool, ThreadsRunAtTheRequestedNiceness) {
+  const int base = ::getpriority(PRIO_PROCESS, 0);
+  fiberio::ThreadPool pool(1, 5);
+  EXPECT_EQ(pool.apply([] { return ::getpriority(PRIO_PROCESS, 0); }), std::min(19, base + 5));
+  fiberio::ThreadPool plain(1);
+  EXPECT_EQ(plain.apply([] { return ::getpriority(PRIO_PROCESS, 0); }), base);
+  EXPECT_EQ(fiberio::run_in_thread([] { return ::getpriority(PRIO_PROCESS, 0); }), 19);
+  EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), base) << "the hub's own thread is untouched";
 }
