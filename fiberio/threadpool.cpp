@@ -1,22 +1,31 @@
 #include "fiberio/threadpool.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <string_view>
 
 namespace fiberio {
 
-ThreadPool::ThreadPool(std::size_t threads, int nice) : nice_(nice) {
+ThreadPool::ThreadPool(std::size_t threads, ThreadPriority priority) : priority_(priority) {
   if (threads == 0) throw std::invalid_argument("fiberio::ThreadPool: needs at least one thread");
   threads_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
     threads_.emplace_back([this] {
-      // Linux niceness is per thread: raise this thread's (lowering its priority needs no privilege).
-      if (nice_ != 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), ::getpriority(PRIO_PROCESS, 0) + nice_);
+      // Linux schedules threads, so class and niceness are set per thread; lowering either needs no
+      // privilege. Failure just leaves the thread at normal priority.
+      auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      if (priority_ == ThreadPriority::low) {
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), ::getpriority(PRIO_PROCESS, 0) + 10);
+      } else if (priority_ == ThreadPriority::background) {
+        sched_param p{};
+        ::sched_setscheduler(tid, SCHED_IDLE, &p);
+      }
       worker();
     });
 }
@@ -76,9 +85,13 @@ ThreadPool& default_threadpool() {
   static std::once_flag once;
   std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, forget_default_pool_in_child); });
   auto n = std::max<std::size_t>(4, std::thread::hardware_concurrency());
-  int nice = 19;
-  if (const char* e = std::getenv("FIBERIO_THREADPOOL_NICE")) nice = std::atoi(e);
-  auto* pool = new ThreadPool(n, nice);
+  auto priority = ThreadPriority::background;
+  if (const char* e = std::getenv("FIBERIO_THREADPOOL_PRIORITY")) {
+    std::string_view v(e);
+    if (v == "normal") priority = ThreadPriority::normal;
+    else if (v == "low") priority = ThreadPriority::low;
+  }
+  auto* pool = new ThreadPool(n, priority);
   static DefaultPoolOwner owner;
   owner.pid = ::getpid();
   g_default.store(pool, std::memory_order_release);

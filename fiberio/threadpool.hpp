@@ -14,19 +14,25 @@
 
 namespace fiberio {
 
+// How a pool's threads compete for a CPU with the hubs' I/O threads (Linux scheduling class).
+enum class ThreadPriority {
+  normal,      // as the creating thread
+  low,         // nice +10
+  background,  // SCHED_IDLE: a hub thread that wakes up preempts it at once; it uses what CPU is left
+};
+
 class ThreadPool {
  public:
-  // nice: the scheduling niceness of the pool's threads (0 = as the creating thread). A positive value
-  // makes CPU work offloaded here yield the CPU to the hubs' latency-sensitive I/O threads when they
-  // compete for a core; with a spare core it changes nothing.
-  explicit ThreadPool(std::size_t threads, int nice = 0);
+  // priority: with a spare core it changes nothing; on a shared core, low/background keep CPU work
+  // offloaded here from starving the latency-sensitive hubs.
+  explicit ThreadPool(std::size_t threads, ThreadPriority priority = ThreadPriority::normal);
   // Runs what is already queued, then joins the threads.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   std::size_t size() const noexcept { return threads_.size(); }
-  int nice() const noexcept { return nice_; }
+  ThreadPriority priority() const noexcept { return priority_; }
 
   // Queues f(args...) and returns at once; the AsyncResult gets its result or exception.
   template <class F, class... Args>
@@ -62,14 +68,14 @@ class ThreadPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
-  int nice_;
+  ThreadPriority priority_;
   std::vector<std::thread> threads_;
 };
 
 // The per-process default pool (max(4, hardware threads) threads), created on first use and again
-// in a fork()ed child. Its threads run at nice 19 (FIBERIO_THREADPOOL_NICE overrides it): offloaded
-// CPU work (run_in_thread) then never starves a hub serving I/O on the same core — seed 000's
-// starvation test keeps >= 0.9x of its request rate under a fib() hog even on a single server core.
+// in a fork()ed child. Its threads run as ThreadPriority::background (FIBERIO_THREADPOOL_PRIORITY=
+// normal|low|background overrides it): offloaded CPU work (run_in_thread) then never starves a hub
+// serving I/O on the same core (seed 000's starvation test); with spare cores it runs at full speed.
 ThreadPool& default_threadpool();
 
 // default_threadpool().apply(f, args...).

@@ -1,4 +1,5 @@
 // ThreadPool: work on OS threads while only the calling fiber waits.
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <fiberio/fiberio.hpp>
@@ -113,14 +114,17 @@ TEST(ThreadPool, RunInThreadUsesDefaultPool) {
   EXPECT_THROW(fiberio::run_in_thread([] { throw std::logic_error("x"); }), std::logic_error);
 }
 
-// Offloaded CPU work must not starve the hub on a shared core: pool threads run at the niceness asked
-// for (the default pool at 19, the lowest priority), the hub's thread keeps its own.
-TEST(ThreadPool, ThreadsRunAtTheRequestedNiceness) {
+// Offloaded CPU work must not starve the hub on a shared core: pool threads run in the scheduling
+// class asked for (the default pool as background = SCHED_IDLE); the hub's thread keeps its own.
+TEST(ThreadPool, ThreadsRunAtTheRequestedPriority) {
   const int base = ::getpriority(PRIO_PROCESS, 0);
-  fiberio::ThreadPool pool(1, 5);
-  EXPECT_EQ(pool.apply([] { return ::getpriority(PRIO_PROCESS, 0); }), std::min(19, base + 5));
+  auto nice_and_class = [] { return std::pair(::getpriority(PRIO_PROCESS, 0), ::sched_getscheduler(0)); };
+  fiberio::ThreadPool low(1, fiberio::ThreadPriority::low);
+  EXPECT_EQ(low.apply(nice_and_class), std::pair(std::min(19, base + 10), int(SCHED_OTHER)));
   fiberio::ThreadPool plain(1);
-  EXPECT_EQ(plain.apply([] { return ::getpriority(PRIO_PROCESS, 0); }), base);
-  EXPECT_EQ(fiberio::run_in_thread([] { return ::getpriority(PRIO_PROCESS, 0); }), 19);
-  EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), base) << "the hub's own thread is untouched";
+  EXPECT_EQ(plain.apply(nice_and_class), std::pair(base, int(SCHED_OTHER)));
+  fiberio::ThreadPool background(1, fiberio::ThreadPriority::background);
+  EXPECT_EQ(background.apply(nice_and_class).second, SCHED_IDLE);
+  EXPECT_EQ(fiberio::run_in_thread(nice_and_class).second, SCHED_IDLE) << "the default pool is background";
+  EXPECT_EQ(nice_and_class(), std::pair(base, int(SCHED_OTHER))) << "the hub's own thread is untouched";
 }
