@@ -18,7 +18,7 @@
 #
 # Environment knobs (defaults in brackets): DURATION [2] WARMUP [1] REPEAT [3] CONNS ["1 50 1000 10000"]
 # MODELS ["raw-level raw-edge fiberio shims echo-fiber thread threadpool process prefork"]
-# IDLE_CONNS [10000] IDLE_MODELS ["fiberio shims echo-fiber thread"] HOG_N [32] PROBE_DURATION [3] BASE_PORT [19100]
+# IDLE_CONNS [10000] IDLE_MODELS ["fiberio shims echo-fiber thread"] HOG_N [32] PROBE_DURATION [2] PROBE_REPEAT [3] BASE_PORT [19100]
 # Everything is bounded: each server start waits at most 10 s for its port, each loadgen run has
 # its own deadlines, each server gets 5 s to exit after SIGTERM before SIGKILL.
 set -u -o pipefail
@@ -41,7 +41,8 @@ MODELS=${MODELS:-"raw-level raw-edge fiberio shims echo-fiber thread threadpool 
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_MODELS=${IDLE_MODELS:-"fiberio shims echo-fiber thread"}
 HOG_N=${HOG_N:-32}
-PROBE_DURATION=${PROBE_DURATION:-3}
+PROBE_DURATION=${PROBE_DURATION:-2}
+PROBE_REPEAT=${PROBE_REPEAT:-3}
 PORT=${BASE_PORT:-19100}
 SERVER_CORE=0
 CLIENT_CORE=1
@@ -294,18 +295,33 @@ probe() {
   echo
   echo "### Starvation (seed 000): \"1\" requests/s on one connection, alone vs while another client loops fib($HOG_N)"
   echo
-  echo "| server | server cores | alone req/s | under hog req/s | ratio | probe p99 µs under hog | hog fib($HOG_N) replies/s |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  echo "Each row: the median of $PROBE_REPEAT (alone, under hog) pairs by ratio; the last column lists every pair's ratio."
+  echo
+  echo "| server | server cores | alone req/s | under hog req/s | ratio | probe p99 µs under hog | hog fib($HOG_N) replies/s | all ratios |"
+  echo "|---|---|---:|---:|---:|---:|---:|---|"
   for model in fib-fiber fib-offload; do
     for cores in "$SERVER_CORE" "0,1"; do
-      probe "$model" "$cores" -1 || { echo "| $model | $cores | not run (see notes) | | | | |"; continue; }
-      alone=$PROBE
-      probe "$model" "$cores" "$HOG_N" || { echo "| $model | $cores | not run (see notes) | | | | |"; continue; }
-      hogged=$PROBE
-      a=$(kv rps "$alone"); h=$(kv rps "$hogged")
-      printf '| %s | %s | %.0f | %.0f | %s | %.0f | %s |\n' "$model" "$cores" "$a" "$h" \
-        "$(awk -v a="$a" -v h="$h" 'BEGIN { printf "%.3f", (a > 0 ? h / a : 0) }')" "$(kv p99_us "$hogged")" \
-        "$(awk -v n="$(kv hog_replies "$hogged")" -v s="$(kv seconds "$hogged")" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"
+      rows=""
+      for ((r = 0; r < PROBE_REPEAT; r++)); do
+        log "starvation: $model on cores $cores, round $((r + 1))"
+        probe "$model" "$cores" -1 || continue
+        alone=$PROBE
+        probe "$model" "$cores" "$HOG_N" || continue
+        hogged=$PROBE
+        a=$(kv rps "$alone"); h=$(kv rps "$hogged")
+        ratio=$(awk -v a="$a" -v h="$h" 'BEGIN { printf "%.3f", (a > 0 ? h / a : 0) }')
+        rows+="$ratio $a $h $(kv p99_us "$hogged") $(awk -v n="$(kv hog_replies "$hogged")" -v s="$(kv seconds "$hogged")" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"$'\n'
+      done
+      n=$(grep -c . <<<"$rows")
+      if ((n == 0)); then
+        echo "| $model | $cores | not run (see $OUT) | | | | | |"
+        continue
+      fi
+      all=$(grep . <<<"$rows" | cut -d' ' -f1 | paste -sd' ')
+      grep . <<<"$rows" | sort -g | sed -n "$(((n + 1) / 2))p" | {
+        read -r ratio a h p99 hog
+        printf '| %s | %s | %.0f | %.0f | %s | %.0f | %s | %s |\n' "$model" "$cores" "$a" "$h" "$ratio" "$p99" "$hog" "$all"
+      }
     done
   done
 } >"$OUT/starvation.md"
