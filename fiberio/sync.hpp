@@ -156,16 +156,13 @@ class OwnedLock {
 };
 }  // namespace detail
 
-// A non-recursive mutual-exclusion lock owned by the fiber that acquired it. Misuse throws
-// std::logic_error instead of deadlocking or corrupting: release() by a fiber that does not hold it
-// (or of an unlocked lock), and a blocking acquire() by the fiber that already holds it (a
-// guaranteed self-deadlock; try_acquire() just returns false there).
-// Usable with std::lock_guard, std::unique_lock (incl. try_lock_for/try_lock_until) and std::scoped_lock.
-class Lock {
+namespace detail {
+// The interface Lock and RLock share: gevent's acquire/release plus what std::lock_guard,
+// std::unique_lock (incl. try_lock_for/try_lock_until) and std::scoped_lock need.
+class LockInterface {
  public:
-  Lock() : impl_(false, "fiberio::Lock") {}
-  Lock(const Lock&) = delete;
-  Lock& operator=(const Lock&) = delete;
+  LockInterface(const LockInterface&) = delete;
+  LockInterface& operator=(const LockInterface&) = delete;
 
   // false if `timeout` passed first.
   bool acquire(OptDuration timeout = {}) { return impl_.acquire(timeout, true); }
@@ -180,47 +177,35 @@ class Lock {
   void unlock() { release(); }
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
-    return acquire(detail::saturate_duration(d));
+    return acquire(saturate_duration(d));
   }
   template <class C, class D>
   bool try_lock_until(const std::chrono::time_point<C, D>& tp) {
-    return acquire(detail::saturate_duration(tp - C::now()));
+    return acquire(saturate_duration(tp - C::now()));
   }
 
- private:
-  detail::OwnedLock impl_;
+ protected:
+  LockInterface(bool recursive, const char* name) : impl_(recursive, name) {}
+  OwnedLock impl_;
+};
+}  // namespace detail
+
+// A non-recursive mutual-exclusion lock owned by the fiber that acquired it. Misuse throws
+// std::logic_error instead of deadlocking or corrupting: release() by a fiber that does not hold it
+// (or of an unlocked lock), and a blocking acquire() by the fiber that already holds it (a
+// guaranteed self-deadlock; try_acquire() just returns false there).
+class Lock : public detail::LockInterface {
+ public:
+  Lock() : LockInterface(false, "fiberio::Lock") {}
 };
 
 // A recursive lock: the owning fiber may acquire it again; it is free once released as many times.
 // release() by a fiber that does not own it throws std::logic_error.
-class RLock {
+class RLock : public detail::LockInterface {
  public:
-  RLock() : impl_(true, "fiberio::RLock") {}
-  RLock(const RLock&) = delete;
-  RLock& operator=(const RLock&) = delete;
-
-  bool acquire(OptDuration timeout = {}) { return impl_.acquire(timeout, true); }
-  bool try_acquire() { return impl_.acquire(Duration::zero(), false); }
-  void release() { impl_.release(); }
-  bool locked() const { return impl_.locked(); }
-  bool owned() const { return impl_.owned_by_current(); }
+  RLock() : LockInterface(true, "fiberio::RLock") {}
   // How many times the owner has acquired it (0 if free).
   std::size_t depth() const { return impl_.depth(); }
-
-  void lock() { acquire(); }
-  bool try_lock() { return try_acquire(); }
-  void unlock() { release(); }
-  template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
-    return acquire(detail::saturate_duration(d));
-  }
-  template <class C, class D>
-  bool try_lock_until(const std::chrono::time_point<C, D>& tp) {
-    return acquire(detail::saturate_duration(tp - C::now()));
-  }
-
- private:
-  detail::OwnedLock impl_;
 };
 
 }  // namespace fiberio
