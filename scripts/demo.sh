@@ -2,7 +2,7 @@
 # The main demo (README, first command): the seed lessons, measured live on loopback.
 #   1. seed 003's counter race between greenlets, and its fix with fiberio::Lock;
 #   2. seed 000's Fibonacci server on one fiber hub serving 1,000 concurrent clients;
-#   3. seed 000's starvation: a fib(40) hog vs the req/s meter, without and with --offload.
+#   3. seed 000's starvation: a fib(44) hog vs the req/s meter, without and with --offload.
 # Usage: sh scripts/demo.sh [build-dir]     (default: build)
 set -eu
 B=${1:-build}/demos
@@ -31,17 +31,19 @@ echo "== 2. seed 000: fib_server (fiber model), 1,000 concurrent clients, one th
 start_fib
 "$B/fiber_client" --port "$port" -c 1000 --line 25 | tail -n 1
 echo
-echo "== 3. seed 000: a client asking fib(42) vs the req/s meter (3 s each)"
+echo "== 3. seed 000: a client asking fib(44) vs the req/s meter (4 s each)"
 echo "-- without --offload: the hog holds the hub, the meter starves"
-( sleep 1; "$B/fiber_client" --port "$port" --line 42 >/dev/null ) &
-"$B/fiber_client" --port "$port" --rate --duration 3 --line 1
-wait
+( sleep 1; "$B/fiber_client" --port "$port" --line 44 >/dev/null ) &
+hog=$!
+"$B/fiber_client" --port "$port" --rate --duration 4 --line 1
+wait "$hog"
 stop_fib
-echo "-- with --offload: fib(42) runs on the thread pool, the meter keeps its rate"
+echo "-- with --offload: fib(44) runs on the thread pool, the meter keeps its rate"
 start_fib --offload
-( sleep 1; "$B/fiber_client" --port "$port" --line 42 >/dev/null ) &
-"$B/fiber_client" --port "$port" --rate --duration 3 --line 1
-wait
+( sleep 1; "$B/fiber_client" --port "$port" --line 44 >/dev/null ) &
+hog=$!
+"$B/fiber_client" --port "$port" --rate --duration 4 --line 1
+wait "$hog"
 stop_fib
 echo
 echo "demo done: see README.md and docs/demos.md for every demo and model."
