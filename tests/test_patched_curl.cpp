@@ -38,22 +38,15 @@ class SlowHttpServer {
 
  private:
   void run(std::promise<int>& ready) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(listen_fd_, 128);
-    socklen_t len = sizeof a;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    ready.set_value(ntohs(a.sin_port));
+    fiberio_test::Listener listener(128);  // closed when this loop ends
+    listen_fd_ = listener.fd;
+    ready.set_value(listener.port);
     while (!stop_) {
       int fd = ::accept(listen_fd_, nullptr, nullptr);
       if (fd < 0) break;
       std::lock_guard lk(mu_);
       handlers_.emplace_back([this, fd] { handle(fd); });
     }
-    ::close(listen_fd_);
   }
 
   void handle(int fd) {
