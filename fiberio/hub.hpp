@@ -102,6 +102,7 @@ struct Waiter {
 class WaitList {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
+  Waiter* front() const noexcept { return head_; }
   std::size_t size() const noexcept { return size_; }
   void push_back(Waiter& w) noexcept;
   void remove(Waiter& w) noexcept;
@@ -128,6 +129,8 @@ enum class WaitKind {
 // A notification always wins: if the fiber was notified it returns true, and a pending kill or
 // expired Timeout is delivered at its next suspension point instead — no hand-off is ever lost.
 bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local);
+// The same for a list only this thread touches (the hub's fd lists): no lock.
+bool park(WaitList& list, Deadline deadline, WaitKind kind);
 
 // Parks with nothing to wait for but the deadline (sleep). Throws as park().
 void park_until(Deadline deadline);
@@ -173,16 +176,23 @@ class FiberState : public boost::fibers::fiber_properties {
 
 FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::active());
 
-// Per-fd registration, alive while the fd is registered or a fiber still waits on it.
+// Per-fd registration. Touched only by its hub's thread, so nothing here is atomic or locked.
+// The hub's table holds one reference and every fiber waiting on the fd another: forget_fd() during a
+// wait leaves the state alive until that waiter has seen `closed`.
 struct FdState {
   int fd;
   std::uint32_t generation;
+  std::uint32_t refs = 1;
   bool closed = false;
   // Edge-triggered events that arrived while no fiber was waiting in that direction would be lost:
   // they are remembered here, and the next wait confirms them with a zero-timeout poll().
   bool read_ready = false, write_ready = false;
+  // A short read from a TCP socket emptied its receive queue, and no read event came since: a read
+  // now would only return EAGAIN, so the reader may wait first (see Hub::note_drained).
+  bool read_drained = false;
+  // A hang-up, error or urgent data was reported: a short read no longer proves the queue empty.
+  bool hangup_seen = false;
   WaitList readers, writers;
-  std::size_t exclusive_readers = 0, exclusive_writers = 0;
 };
 
 enum class Io { Read, Write };
@@ -217,6 +227,22 @@ class Hub final : public boost::fibers::algo::algorithm {
   // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. Call before ::close.
   void forget_fd(int fd) noexcept;
 
+  // Go's pollDesc trick, as nginx does for edge-triggered sockets: a read from a TCP socket that
+  // returned less than asked emptied its receive queue (the kernel copies all it has, up to a FIN,
+  // which a later event reports). Until the next read event, a read would return EAGAIN: the reader
+  // calls read_drained() and waits first, saving that system call. Only for TCP stream sockets and
+  // plain reads (no MSG_PEEK / MSG_OOB); never trusted once a hang-up, error or urgent data was seen.
+  void note_drained(int fd) noexcept {
+    if (FdState* st = known_fd(fd); st && !st->hangup_seen) {
+      st->read_drained = true;
+      st->read_ready = false;  // any event seen so far was for the bytes just read
+    }
+  }
+  bool read_drained(int fd) const noexcept {
+    FdState* st = known_fd(fd);
+    return st && st->read_drained;
+  }
+
   // Greenlet bookkeeping.
   void add_greenlet(GreenletBase* g) noexcept;
   void remove_greenlet(GreenletBase* g) noexcept;
@@ -240,14 +266,25 @@ class Hub final : public boost::fibers::algo::algorithm {
  private:
   static Hub& create();
   void poll(std::int64_t timeout_ns) noexcept;
+  FdState* state_of(const Poller::Ready& ev) const noexcept {
+    FdState* st = known_fd(static_cast<int>(static_cast<std::uint32_t>(ev.token)));
+    return st && st->generation == static_cast<std::uint32_t>(ev.token >> 32) ? st : nullptr;
+  }
   void raise_loop_exit() noexcept;
-  std::shared_ptr<FdState>& fd_slot(int fd);
+  FdState* known_fd(int fd) const noexcept {
+    return static_cast<std::size_t>(fd) < fds_.size() ? fds_[static_cast<std::size_t>(fd)] : nullptr;
+  }
+  FdState* register_fd(int fd, FdWait& refused);
+  [[noreturn, gnu::noinline, gnu::cold]] static void throw_concurrent_use(int fd, Io dir);
+  static void release(FdState* st) noexcept {
+    if (--st->refs == 0) delete st;
+  }
 
   boost::fibers::scheduler::ready_queue_type ready_;
   Poller poller_;
   StackPool stacks_;
   std::vector<Poller::Ready> events_;
-  std::vector<std::shared_ptr<FdState>> fds_;
+  std::vector<FdState*> fds_;  // indexed by fd; null: not registered
   std::uint32_t next_generation_ = 1;
   std::vector<GreenletBase*> greenlets_;
   boost::fibers::context* main_ctx_ = nullptr;

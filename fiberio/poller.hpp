@@ -2,7 +2,7 @@
 //
 // Contract every backend implements:
 //  * add(fd, token) registers fd ONCE for its whole life, edge-triggered, for read and write readiness
-//    (errors and hang-ups report as both). Waiting fibers never add/remove around each wait.
+//    (errors and hang-ups report as both, plus Hangup). Waiting fibers never add/remove around each wait.
 //  * remove(fd) must be called before the fd is closed (or its number could be reused under a stale
 //    registration). Removing an unknown fd is harmless.
 //  * wait(timeout_ns, out) blocks the thread until a registered fd is ready, wake() was called, or
@@ -19,7 +19,9 @@ namespace fiberio::detail {
 
 class Poller {
  public:
-  enum Events : std::uint32_t { Readable = 1, Writable = 2 };
+  // Hangup: the peer hung up or reset, an error is pending, or urgent (out-of-band) data arrived —
+  // reported together with Readable.
+  enum Events : std::uint32_t { Readable = 1, Writable = 2, Hangup = 4 };
   struct Ready {
     std::uint64_t token;
     std::uint32_t events;

@@ -198,7 +198,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
         if (c >= 0) {
           ++n;
           backoff = kFirstBackoff;
-          Socket conn = Socket::adopt(c);
+          Socket conn = Socket::adopt(c, ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
           try {
             spawn_stream_handler(std::move(conn), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
           } catch (const std::exception&) {

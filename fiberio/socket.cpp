@@ -64,9 +64,16 @@ Socket::Socket(int fd) {
   if (fd < 0) throw std::invalid_argument(fmt::format("fiberio::Socket({}): not a valid fd", fd));
   make_nonblocking_cloexec(fd);
   fd_ = fd;
+  int proto = 0, type = 0;
+  socklen_t len = sizeof proto;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP) {
+    len = sizeof type;
+    tcp_ = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+  }
 }
 
 Socket::Socket(int family, int type, int protocol) {
+  tcp_ = (family == AF_INET || family == AF_INET6) && type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
   fd_ = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
   if (fd_ < 0)
     throw std::system_error(errno, std::generic_category(),
@@ -86,12 +93,13 @@ std::pair<Socket, Socket> Socket::pair(int type) {
 
 Socket::~Socket() { close(); }
 
-Socket::Socket(Socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)), timeout_(o.timeout_) {}
+Socket::Socket(Socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)), tcp_(o.tcp_), timeout_(o.timeout_) {}
 
 Socket& Socket::operator=(Socket&& o) noexcept {
   if (this != &o) {
     close();
     fd_ = std::exchange(o.fd_, -1);
+    tcp_ = o.tcp_;
     timeout_ = o.timeout_;
   }
   return *this;
@@ -103,9 +111,8 @@ void Socket::close() noexcept {
   if (fd_ >= 0) fiberio::close(std::exchange(fd_, -1));
 }
 
-int Socket::checked_fd(const char* op) const {
-  if (fd_ < 0) throw ClosedError(fmt::format("fiberio::Socket::{}: the socket is closed", op));
-  return fd_;
+void Socket::throw_closed(const char* op) {
+  throw ClosedError(fmt::format("fiberio::Socket::{}: the socket is closed", op));
 }
 
 std::string Socket::label(const char* op) const {
@@ -119,8 +126,13 @@ std::string Socket::label(const char* op) const {
 }
 
 void Socket::wait(detail::Io dir, detail::Deadline deadline, const char* op) {
-  int fd = checked_fd(op);
-  switch (detail::Hub::current().wait_fd(fd, dir, deadline, true)) {
+  auto r = detail::Hub::current().wait_fd(checked_fd(op), dir, deadline, true);
+  if (r != detail::FdWait::Ready) [[unlikely]] wait_failed(r, deadline, op);
+}
+
+// Out of line, so the frame that every parked reader keeps on its stack stays small.
+void Socket::wait_failed(detail::FdWait r, detail::Deadline deadline, const char* op) {
+  switch (r) {
     case detail::FdWait::Ready:
       return;
     case detail::FdWait::TimedOut:
@@ -128,7 +140,7 @@ void Socket::wait(detail::Io dir, detail::Deadline deadline, const char* op) {
       if (Clock::now() < deadline) return;
       throw TimeoutError(fmt::format("{}: timed out ({})", label(op), ms_text(timeout_)));
     case detail::FdWait::Closed:
-      throw ClosedError(fmt::format("fiberio::Socket::{}(fd {}): the socket was closed while waiting", op, fd));
+      throw ClosedError(fmt::format("fiberio::Socket::{}(fd {}): the socket was closed while waiting", op, fd_));
     case detail::FdWait::NotPollable:
       throw std::system_error(EPERM, std::generic_category(), fmt::format("{}: fd cannot be polled", label(op)));
   }
@@ -161,6 +173,7 @@ std::pair<Socket, Address> Socket::accept() {
     if (c >= 0) {
       std::pair<Socket, Address> r;
       r.first.fd_ = c;
+      r.first.tcp_ = tcp_;
       r.second = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
       return r;
     }
@@ -228,14 +241,25 @@ void Socket::connect(const Address& addr, OptDuration timeout) {
 std::size_t Socket::recv(std::span<char> buf, int flags) {
   int fd = checked_fd("recv");
   if (buf.empty()) return 0;
+  // A plain TCP read that came back short emptied the queue: until the hub reports a read event, wait
+  // before reading rather than pay for a recv that returns EAGAIN (Hub::note_drained). Not with a zero
+  // timeout: that caller wants whatever is there now, even if the hub has not polled since it came.
+  bool drain_hint = tcp_ && flags == 0;
+  bool wait_first = drain_hint && detail::Hub::current().read_drained(fd) && !(timeout_ && *timeout_ <= Duration::zero());
   detail::Deadline deadline{};
   bool have_deadline = false;
   for (;;) {
-    ssize_t n = ::recv(fd, buf.data(), buf.size(), flags);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("recv"));
+    if (!wait_first) {
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), flags);
+      if (n >= 0) {
+        if (drain_hint && n > 0 && static_cast<std::size_t>(n) < buf.size()) detail::Hub::current().note_drained(fd);
+        return static_cast<std::size_t>(n);
+      }
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("recv"));
+    }
+    wait_first = false;
     if (!have_deadline) {
       // Computed only when we must wait: the fast path costs one syscall.
       deadline = detail::deadline_after(timeout_);

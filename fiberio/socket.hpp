@@ -67,10 +67,11 @@ class Socket {
   // Adopts an open socket fd: makes it nonblocking and close-on-exec; closes it in the destructor.
   explicit Socket(int fd);
   // Adopts an fd that is already nonblocking and close-on-exec (from accept4 / socket with
-  // SOCK_NONBLOCK | SOCK_CLOEXEC) without the fcntl calls.
-  static Socket adopt(int fd) noexcept {
+  // SOCK_NONBLOCK | SOCK_CLOEXEC) without the fcntl calls; `tcp`: it is a TCP stream socket.
+  static Socket adopt(int fd, bool tcp = false) noexcept {
     Socket s;
     s.fd_ = fd;
+    s.tcp_ = tcp;
     return s;
   }
   // A new socket of the given family (AF_INET, AF_INET6, AF_UNIX), type and protocol.
@@ -158,9 +159,15 @@ class Socket {
   std::string label(const char* op) const;
   // Waits until fd_ is ready for dir or deadline passes; throws TimeoutError / ClosedError / ...
   void wait(detail::Io dir, detail::Deadline deadline, const char* op);
-  int checked_fd(const char* op) const;
+  [[gnu::noinline, gnu::cold]] void wait_failed(detail::FdWait r, detail::Deadline deadline, const char* op);
+  int checked_fd(const char* op) const {
+    if (fd_ < 0) [[unlikely]] throw_closed(op);
+    return fd_;
+  }
+  [[noreturn]] static void throw_closed(const char* op);
 
   int fd_ = -1;
+  bool tcp_ = false;  // a TCP stream socket: recv may use the hub's drained hint (Hub::note_drained)
   OptDuration timeout_;
 };
 

@@ -192,6 +192,148 @@ TEST(Socket, EofResetAndTimeoutAreDistinguishable) {
   leaks.check();
 }
 
+// ---- the drained hint (Hub::note_drained): a short TCP read lets the next recv wait first ----
+
+// Parks `reader` in recv until the peer writes, so the hub has registered its fd, then returns what
+// that first recv read.
+std::string first_read_after_wait(Socket& reader, Socket& writer, std::string_view what) {
+  auto g = fiberio::spawn([&] { return reader.recv(100); });
+  fiberio::sleep(5ms);  // the reader is parked now: its fd is registered with the hub
+  writer.sendall(what);
+  return g.get();
+}
+
+bool drained(const Socket& s) { return fiberio::detail::Hub::current().read_drained(s.fd()); }
+
+TEST(SocketDrainedHint, ShortTcpReadMarksDrainedAndTheNextReadStillGetsData) {
+  LeakCheck leaks;
+  {
+    auto [c, s] = tcp_pair();
+    EXPECT_EQ(first_read_after_wait(s, c, "ab"), "ab");
+    EXPECT_TRUE(drained(s)) << "a short read of a TCP socket empties its queue";
+    // The next recv waits before reading; the peer's next bytes wake it.
+    auto g = fiberio::spawn([&] { return s.recv(100); });
+    fiberio::sleep(5ms);
+    EXPECT_FALSE(g.ready()) << "nothing was sent: the reader waits";
+    c.sendall("cd");
+    EXPECT_EQ(g.get(), "cd");
+    // A zero timeout means "whatever is there now": it reads, even before the hub has seen an event.
+    EXPECT_TRUE(drained(s));
+    c.sendall("ef");
+    s.set_timeout(0ms);
+    EXPECT_EQ(s.recv(100), "ef");
+    // A full read (buffer filled) proves nothing: no hint, the next recv reads at once.
+    s.set_timeout(1s);
+    c.sendall("0123456789");
+    fiberio::sleep(5ms);
+    char four[4];
+    EXPECT_EQ(s.recv(four), 4u);
+    EXPECT_FALSE(drained(s));
+    EXPECT_EQ(s.recv(100), "456789");
+  }
+  leaks.check();
+}
+
+TEST(SocketDrainedHint, DataFollowedByFinStillReadsEof) {
+  // Data and FIN arrive together: the recv that returns the data also consumes the FIN, and no later
+  // event will come. The hang-up the hub saw must keep the next recv from waiting for one.
+  LeakCheck leaks;
+  {
+    auto [c, s] = tcp_pair();
+    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
+    s.set_timeout(2s);  // a bug here shows as a TimeoutError, not a hang
+    auto g = fiberio::spawn([&] {
+      std::string got;
+      for (std::string part; !(part = s.recv(100)).empty();) got += part;
+      return got;
+    });
+    fiberio::sleep(5ms);
+    c.sendall("abc");
+    c.shutdown(fiberio::ShutdownHow::Write);  // both queued before the reader runs
+    EXPECT_EQ(g.get(), "abc");
+  }
+  leaks.check();
+}
+
+TEST(SocketDrainedHint, DataFollowedByResetStillReportsTheReset) {
+  LeakCheck leaks;
+  {
+    auto [c, s] = tcp_pair();
+    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
+    s.set_timeout(2s);
+    auto g = fiberio::spawn([&] {
+      std::string got;
+      try {
+        for (std::string part; !(part = s.recv(100)).empty();) got += part;
+        return got + "|eof";
+      } catch (const fiberio::ConnectionReset&) {
+        return got + "|reset";
+      }
+    });
+    fiberio::sleep(5ms);
+    c.sendall("abc");
+    c.set_linger(0s);
+    c.close();  // RST right behind the data
+    std::string r = g.get();
+    EXPECT_TRUE(r == "abc|reset" || r == "|reset") << r;  // the kernel may drop unread data on a reset
+  }
+  leaks.check();
+}
+
+TEST(SocketDrainedHint, UrgentDataDoesNotStrandTheBytesAfterIt) {
+  // A read stops short at TCP's urgent mark with bytes still queued behind it: the urgent data the
+  // hub saw must keep the next recv from trusting that short read.
+  LeakCheck leaks;
+  {
+    auto [c, s] = tcp_pair();
+    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
+    s.set_timeout(2s);
+    auto g = fiberio::spawn([&] {
+      std::string got;
+      while (got.size() < 6) got += s.recv(100);
+      return got;
+    });
+    fiberio::sleep(5ms);
+    c.sendall("abc");
+    ASSERT_EQ(::send(c.fd(), "U", 1, MSG_OOB), 1);
+    c.sendall("def");
+    EXPECT_EQ(g.get(), "abcdef");  // the urgent byte is out of band, not in the stream
+  }
+  leaks.check();
+}
+
+TEST(SocketDrainedHint, OnlyTcpStreamsUseIt) {
+  LeakCheck leaks;
+  {
+    // UDP: a short read is one datagram of several.
+    Socket a = Socket::udp(), b = Socket::udp();
+    a.bind(Address("127.0.0.1", 0));
+    b.bind(Address("127.0.0.1", 0));
+    b.set_timeout(2s);
+    auto g = fiberio::spawn([&] { return b.recvfrom(100).first; });
+    fiberio::sleep(5ms);
+    a.sendto("one", b.local_address());
+    EXPECT_EQ(g.get(), "one");
+    a.sendto("two", b.local_address());
+    a.sendto("three", b.local_address());
+    fiberio::sleep(5ms);
+    char buf[100];
+    EXPECT_EQ(b.recv(buf), 3u);
+    EXPECT_FALSE(drained(b));
+    EXPECT_EQ(b.recv(buf), 5u);
+    // A unix stream: the kernel ends a read early between different writers' bytes.
+    auto [u1, u2] = Socket::pair();
+    EXPECT_EQ(first_read_after_wait(u2, u1, "ab"), "ab");
+    EXPECT_FALSE(drained(u2));
+    // An adopted TCP fd is recognised as TCP.
+    auto [c, s] = tcp_pair();
+    Socket adopted(s.release());
+    EXPECT_EQ(first_read_after_wait(adopted, c, "ab"), "ab");
+    EXPECT_TRUE(drained(adopted));
+  }
+  leaks.check();
+}
+
 TEST(Socket, WriteToClosedPeerIsAnErrorNotSigpipe) {
   // If MSG_NOSIGNAL were missing, SIGPIPE's default action would kill the test binary.
   auto old = ::signal(SIGPIPE, SIG_DFL);
