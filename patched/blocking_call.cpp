@@ -169,6 +169,7 @@ BlockingCall::BlockingCall(int fd, Io dir) noexcept : fd_(fd), dir_(dir), saved_
     if (!info.shim_nonblock) return;  // really blocking: libc blocks by itself
     mode_ = Mode::Thread;
   }
+  tcp_ = info.tcp;
   auto t = dir == Io::Read ? info.rcvtimeo : info.sndtimeo;
   if (t.count() > 0) deadline_ = fd::deadline_after(std::chrono::duration_cast<Duration>(t));
   errno = saved_errno_;  // classification may have touched it

@@ -91,11 +91,22 @@ class BlockingCall {
   // Waits for readiness without an attempt first (connect's EINPROGRESS). Same results.
   bool wait();
 
+  // The drained hint (Hub::note_drained) for a plain read (no flags) of `want` bytes: before the
+  // attempt, waits if the last read of this TCP socket came back short and no read event came since
+  // (false: the wait failed, errno set); after it, reports a short read.
+  bool wait_if_drained(std::size_t want) {
+    return !(tcp_ && mode_ == Mode::Fiber && want > 0 && hub_->read_drained(fd_)) || wait();
+  }
+  void read_returned(ssize_t got, std::size_t want) noexcept {
+    if (tcp_ && mode_ == Mode::Fiber && got > 0 && static_cast<std::size_t>(got) < want) hub_->note_drained(fd_);
+  }
+
  private:
   Mode mode_ = Mode::Passthrough;
   Hub* hub_ = nullptr;
   int fd_;
   Io dir_;
+  bool tcp_ = false;
   int saved_errno_;
   Deadline deadline_ = kNoDeadline;
 };

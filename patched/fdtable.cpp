@@ -1,6 +1,7 @@
 #include "patched/fdtable.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,12 +19,12 @@ constexpr int kChunkSize = 1 << kChunkBits;
 constexpr int kChunks = 256;  // fds below 1M are tracked; others are always plain libc
 constexpr int kMaxFd = kChunkSize * kChunks;
 
-// Packed state word: kind (2 bits) | socket | user_nonblock | shim_nonblock.
-constexpr std::uint32_t kKindMask = 3, kSocket = 4, kUserNb = 8, kShimNb = 16;
+// Packed state word: kind (2 bits) | socket | user_nonblock | shim_nonblock | tcp.
+constexpr std::uint32_t kKindMask = 3, kSocket = 4, kUserNb = 8, kShimNb = 16, kTcp = 32;
 
 std::uint32_t pack(const FdInfo& i) noexcept {
   return static_cast<std::uint32_t>(i.kind) | (i.socket ? kSocket : 0) | (i.user_nonblock ? kUserNb : 0) |
-         (i.shim_nonblock ? kShimNb : 0);
+         (i.shim_nonblock ? kShimNb : 0) | (i.tcp ? kTcp : 0);
 }
 
 std::chrono::nanoseconds query_timeout(int fd, int name) noexcept {
@@ -31,6 +32,12 @@ std::chrono::nanoseconds query_timeout(int fd, int name) noexcept {
   socklen_t len = sizeof tv;
   if (real::getsockopt(fd, SOL_SOCKET, name, &tv, &len) != 0) return std::chrono::nanoseconds{0};
   return std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec);
+}
+
+int query_int(int fd, int name) noexcept {
+  int v = -1;
+  socklen_t len = sizeof v;
+  return real::getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0 ? v : -1;
 }
 }  // namespace
 
@@ -73,6 +80,7 @@ FdInfo FdTable::lookup(int fd) const noexcept {
   info.socket = s & kSocket;
   info.user_nonblock = s & kUserNb;
   info.shim_nonblock = s & kShimNb;
+  info.tcp = s & kTcp;
   info.rcvtimeo = std::chrono::nanoseconds(e->rcv_ns.load(std::memory_order_relaxed));
   info.sndtimeo = std::chrono::nanoseconds(e->snd_ns.load(std::memory_order_relaxed));
   return info;
@@ -95,6 +103,7 @@ FdInfo FdTable::classify(int fd) noexcept {
   info.kind = info.socket ? FdKind::Managed : FdKind::Passthrough;
   info.user_nonblock = fl & O_NONBLOCK;
   if (info.socket) {
+    info.tcp = query_int(fd, SO_PROTOCOL) == IPPROTO_TCP && query_int(fd, SO_TYPE) == SOCK_STREAM;
     info.rcvtimeo = query_timeout(fd, SO_RCVTIMEO);
     info.sndtimeo = query_timeout(fd, SO_SNDTIMEO);
   }
@@ -104,7 +113,7 @@ FdInfo FdTable::classify(int fd) noexcept {
   return info;
 }
 
-void FdTable::created(int fd, bool socket, bool user_nonblock, bool shim_nonblock) noexcept {
+void FdTable::created(int fd, bool socket, bool user_nonblock, bool shim_nonblock, bool tcp) noexcept {
   Entry* e = entry(fd, true);
   if (!e) return;
   FdInfo info;
@@ -112,6 +121,7 @@ void FdTable::created(int fd, bool socket, bool user_nonblock, bool shim_nonbloc
   info.socket = socket;
   info.user_nonblock = user_nonblock;
   info.shim_nonblock = shim_nonblock;
+  info.tcp = tcp;
   e->rcv_ns.store(0, std::memory_order_relaxed);
   e->snd_ns.store(0, std::memory_order_relaxed);
   e->state.store(pack(info), std::memory_order_release);

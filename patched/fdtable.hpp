@@ -20,6 +20,7 @@ enum class FdKind : std::uint8_t {
 struct FdInfo {
   FdKind kind = FdKind::Unknown;
   bool socket = false;
+  bool tcp = false;            // a TCP stream socket (a short read empties it: Hub::note_drained)
   bool user_nonblock = false;  // O_NONBLOCK as the user set it (fcntl, ioctl FIONBIO, SOCK_NONBLOCK)
   bool shim_nonblock = false;  // O_NONBLOCK is on because a shim put it there
   std::chrono::nanoseconds rcvtimeo{0};  // 0: none
@@ -39,7 +40,7 @@ class FdTable {
   // lookup(), classifying an Unknown fd first (fstat, F_GETFL, and SO_*TIMEO for a socket).
   FdInfo classify(int fd) noexcept;
   // A shim just created fd.
-  void created(int fd, bool socket, bool user_nonblock, bool shim_nonblock) noexcept;
+  void created(int fd, bool socket, bool user_nonblock, bool shim_nonblock, bool tcp = false) noexcept;
   // fd was closed (or is about to be reused by dup2).
   void forget(int fd) noexcept;
   // to is a duplicate of from (dup*, F_DUPFD): same open file description, same view.

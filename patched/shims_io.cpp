@@ -84,6 +84,20 @@ ssize_t receive(BlockingCall& call, Attempt attempt) {
   }
 }
 
+// A plain read of `want` bytes (read, readv, recv without flags), which may use the drained hint.
+template <class Attempt>
+ssize_t plain_receive(BlockingCall& call, std::size_t want, Attempt attempt) {
+  if (!call.wait_if_drained(want)) return -1;
+  for (;;) {
+    ssize_t r = attempt();
+    if (r >= 0) {
+      call.read_returned(r, want);
+      return call.ok(r);
+    }
+    if (!call.wait_again()) return -1;
+  }
+}
+
 bool is_stream(int fd) noexcept {
   int type = 0;
   socklen_t len = sizeof type;
@@ -109,6 +123,7 @@ ssize_t recv_impl(int fd, void* buf, size_t n, int flags, sockaddr* addr, sockle
       if (!call.wait_again()) return done ? call.ok(static_cast<ssize_t>(done)) : -1;
     }
   }
+  if (flags == 0) return plain_receive(call, n, [&] { return real::recvfrom(fd, buf, n, flags, addr, alen); });
   return receive(call, [&] { return real::recvfrom(fd, buf, n, flags, addr, alen); });
 }
 
@@ -133,13 +148,13 @@ extern "C" {
 ssize_t read(int fd, void* buf, size_t n) {
   BlockingCall call(fd, Io::Read);
   if (call.passthrough()) return real::read(fd, buf, n);
-  return receive(call, [&] { return real::read(fd, buf, n); });
+  return plain_receive(call, n, [&] { return real::read(fd, buf, n); });
 }
 
 ssize_t readv(int fd, const iovec* iov, int iovcnt) {
   BlockingCall call(fd, Io::Read);
   if (call.passthrough()) return real::readv(fd, iov, iovcnt);
-  return receive(call, [&] { return real::readv(fd, iov, iovcnt); });
+  return plain_receive(call, iov_total(iov, iovcnt), [&] { return real::readv(fd, iov, iovcnt); });
 }
 
 ssize_t recv(int fd, void* buf, size_t n, int flags) { return recv_impl(fd, buf, n, flags, nullptr, nullptr); }

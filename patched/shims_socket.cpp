@@ -1,6 +1,7 @@
 // Shims: socket creation, connect, accept, and the socket options the shims must honour themselves.
 #undef _FORTIFY_SOURCE
 #include <poll.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -86,7 +87,9 @@ int socket(int domain, int type, int protocol) noexcept {
   // Created inside a fiber: make it nonblocking right away, which costs nothing here.
   bool shim_nb = !user_nb && cooperative_hub();
   int fd = real::socket(domain, type | (shim_nb ? SOCK_NONBLOCK : 0), protocol);
-  if (fd >= 0) FdTable::instance().created(fd, true, user_nb, shim_nb);
+  bool tcp = (domain == AF_INET || domain == AF_INET6) && (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
+             (protocol == 0 || protocol == IPPROTO_TCP);
+  if (fd >= 0) FdTable::instance().created(fd, true, user_nb, shim_nb, tcp);
   return fd;
 }
 
@@ -108,7 +111,7 @@ int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   bool shim_nb = !user_nb && cooperative_hub();
   int real_flags = flags | (shim_nb ? SOCK_NONBLOCK : 0);
   auto accepted = [&](int r) {
-    if (r >= 0) FdTable::instance().created(r, true, user_nb, shim_nb);
+    if (r >= 0) FdTable::instance().created(r, true, user_nb, shim_nb, FdTable::instance().lookup(fd).tcp);
     return r;
   };
   if (call.passthrough()) return accepted(real::accept4(fd, addr, len, real_flags));

@@ -501,3 +501,52 @@ TEST(PatchedIo, MessageCallsAndFortifiedReadAreCooperativeToo) {
   }
   leaks.check();
 }
+
+TEST(PatchedIo, DrainedHintNeverStrandsBytesEofOrUrgentData) {
+  // A short read() of a TCP socket lets the next read() wait before trying (Hub::note_drained). Data
+  // followed by a FIN, or bytes behind TCP's urgent mark, must still all be read, not waited past.
+  fiberio::detail::Hub::current();
+  LeakCheck leaks;
+  {
+    Listener lst;
+    auto run = [&](auto&& send_rest, const std::string& want) {
+      auto acceptor = fiberio::spawn([&] { return ::accept(lst.fd, nullptr, nullptr); });
+      int c = connect_to(lst.port);
+      ASSERT_GE(c, 0);
+      int s = acceptor.get();
+      ASSERT_GE(s, 0);
+      timeval tv{2, 0};  // a bug shows as EAGAIN after 2 s, not as a hang
+      ASSERT_EQ(::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+      auto reader = fiberio::spawn([&] {
+        std::string got;
+        char buf[100];
+        for (;;) {
+          ssize_t n = ::read(s, buf, sizeof buf);
+          if (n <= 0) return got + (n == 0 ? "|eof" : "|errno " + std::to_string(errno));
+          got.append(buf, static_cast<size_t>(n));
+          if (got == "x") {
+            EXPECT_TRUE(fiberio::detail::Hub::current().read_drained(s)) << "the hint is in use";
+          }
+          if (got.size() >= want.size() + 1 && want.find('|') == std::string::npos) return got;
+        }
+      });
+      fiberio::sleep(5ms);
+      ASSERT_EQ(::write(c, "x", 1), 1);  // read after a wait: the fd is registered, the read is short
+      fiberio::sleep(5ms);
+      send_rest(c);  // all queued before the reader runs again
+      EXPECT_EQ(reader.get(), "x" + want);
+      ::close(c);
+      ::close(s);
+    };
+    run([](int c) {
+      ASSERT_EQ(::write(c, "abc", 3), 3);
+      ::shutdown(c, SHUT_WR);
+    }, "abc|eof");
+    run([](int c) {
+      ASSERT_EQ(::write(c, "abc", 3), 3);
+      ASSERT_EQ(::send(c, "U", 1, MSG_OOB), 1);
+      ASSERT_EQ(::write(c, "def", 3), 3);
+    }, "abcdef");
+  }
+  leaks.check();
+}
