@@ -220,6 +220,9 @@ class Hub final : public boost::fibers::algo::algorithm {
   void notify() noexcept override;
 
   StackPool& stacks() noexcept { return stacks_; }
+  // True while Boost.Fiber's dispatcher runs (it is held in dispatcher_ whenever any other fiber of
+  // this thread runs): the hub itself is polling, and must never park on itself.
+  bool dispatching() const noexcept { return dispatcher_ == nullptr; }
 
   // fd readiness (see io.hpp for the public face).
   // exclusive: a second exclusive waiter in the same direction gets ConcurrentObjectUseError.

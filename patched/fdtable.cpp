@@ -14,19 +14,6 @@
 namespace fiberio::patched::detail {
 
 namespace {
-constexpr int kChunkBits = 12;
-constexpr int kChunkSize = 1 << kChunkBits;
-constexpr int kChunks = 256;  // fds below 1M are tracked; others are always plain libc
-constexpr int kMaxFd = kChunkSize * kChunks;
-
-// Packed state word: kind (2 bits) | socket | user_nonblock | shim_nonblock | tcp.
-constexpr std::uint32_t kKindMask = 3, kSocket = 4, kUserNb = 8, kShimNb = 16, kTcp = 32;
-
-std::uint32_t pack(const FdInfo& i) noexcept {
-  return static_cast<std::uint32_t>(i.kind) | (i.socket ? kSocket : 0) | (i.user_nonblock ? kUserNb : 0) |
-         (i.shim_nonblock ? kShimNb : 0) | (i.tcp ? kTcp : 0);
-}
-
 std::chrono::nanoseconds query_timeout(int fd, int name) noexcept {
   timeval tv{};
   socklen_t len = sizeof tv;
@@ -41,54 +28,21 @@ int query_int(int fd, int name) noexcept {
 }
 }  // namespace
 
-struct FdTable::Entry {
-  std::atomic<std::uint32_t> state;
-  std::atomic<std::int64_t> rcv_ns;
-  std::atomic<std::int64_t> snd_ns;
-};
+std::atomic<void*> FdTable::chunks_[FdTable::kChunks];
 
-namespace {
-std::atomic<void*> g_chunks[kChunks];
-}
-
-FdTable& FdTable::instance() noexcept {
-  static FdTable table;  // trivially constructible: safe however early a shim runs
-  return table;
-}
-
-FdTable::Entry* FdTable::entry(int fd, bool create) const noexcept {
-  if (fd < 0 || fd >= kMaxFd) return nullptr;
-  auto& slot = g_chunks[fd >> kChunkBits];
-  void* chunk = slot.load(std::memory_order_acquire);
-  if (!chunk) {
-    if (!create) return nullptr;
-    // mmap, not malloc: a shim may run inside a malloc replacement's own initialisation.
-    void* fresh = ::mmap(nullptr, sizeof(Entry) * kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (fresh == MAP_FAILED) return nullptr;
-    if (slot.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel)) chunk = fresh;
-    else ::munmap(fresh, sizeof(Entry) * kChunkSize);
-  }
+FdTable::Entry* FdTable::new_chunk(int fd) noexcept {
+  auto& slot = chunks_[fd >> kChunkBits];
+  void* chunk = nullptr;
+  // mmap, not malloc: a shim may run inside a malloc replacement's own initialisation.
+  void* fresh = ::mmap(nullptr, sizeof(Entry) * kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (fresh == MAP_FAILED) return nullptr;
+  if (slot.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel)) chunk = fresh;
+  else ::munmap(fresh, sizeof(Entry) * kChunkSize);
   return static_cast<Entry*>(chunk) + (fd & (kChunkSize - 1));
 }
 
-FdInfo FdTable::lookup(int fd) const noexcept {
+FdInfo FdTable::classify_new(int fd) noexcept {
   FdInfo info;
-  Entry* e = entry(fd, false);
-  if (!e) return info;
-  std::uint32_t s = e->state.load(std::memory_order_acquire);
-  info.kind = static_cast<FdKind>(s & kKindMask);
-  info.socket = s & kSocket;
-  info.user_nonblock = s & kUserNb;
-  info.shim_nonblock = s & kShimNb;
-  info.tcp = s & kTcp;
-  info.rcvtimeo = std::chrono::nanoseconds(e->rcv_ns.load(std::memory_order_relaxed));
-  info.sndtimeo = std::chrono::nanoseconds(e->snd_ns.load(std::memory_order_relaxed));
-  return info;
-}
-
-FdInfo FdTable::classify(int fd) noexcept {
-  FdInfo info = lookup(fd);
-  if (info.kind != FdKind::Unknown) return info;
   Entry* e = entry(fd, true);
   struct stat st;
   int fl = real::fcntl(fd, F_GETFL, nullptr);

@@ -12,6 +12,10 @@ extern thread_local int t_disabled;  // depth of fiberio::patched::Disabled guar
 // The hub a blocking call here may park on, or null when the call must behave exactly as libc: no hub
 // on this thread, the shims are switched off (globally or by a Disabled guard), or the caller is the
 // hub itself (Boost.Fiber's dispatcher waiting in epoll, which must never park on itself).
-fiberio::detail::Hub* cooperative_hub() noexcept;
+inline fiberio::detail::Hub* cooperative_hub() noexcept {
+  if (!g_enabled.load(std::memory_order_relaxed) || t_disabled > 0) return nullptr;
+  auto* hub = fiberio::detail::Hub::get();
+  return hub && !hub->dispatching() ? hub : nullptr;
+}
 
 }  // namespace fiberio::patched::detail
