@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 
 #include "fiberio/hub.hpp"
@@ -81,7 +82,9 @@ class AsyncResult {
         return false;
     return true;
   }
-  // The value, or the exception rethrown; TimeoutError if not ready within timeout.
+  // The value, or the exception rethrown; TimeoutError if not ready within timeout. A copyable value
+  // can be read any number of times; a move-only one is moved out by the first get() (as
+  // std::future::get), and a later get() throws std::logic_error.
   T get(OptDuration timeout = {}) const {
     if (!wait(timeout)) throw TimeoutError("fiberio: AsyncResult::get() timed out");
     detail::SpinLockGuard lk(s_->lock);
@@ -90,7 +93,16 @@ class AsyncResult {
       lk.unlock();
       std::rethrow_exception(e);
     }
-    if constexpr (!std::is_void_v<T>) return *s_->value;
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (std::is_copy_constructible_v<T>) {
+      return *s_->value;
+    } else {
+      if (!s_->value) throw std::logic_error("fiberio: AsyncResult::get(): its move-only value was already taken");
+      T v = std::move(*s_->value);
+      s_->value.reset();
+      return v;
+    }
   }
   detail::Links::Id rawlink(std::function<void()> cb) const {
     {

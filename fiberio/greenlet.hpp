@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -135,6 +136,15 @@ class GreenletState final : public GreenletBase {
     rethrow_if_failed();
     if constexpr (!std::is_void_v<R>) return *value_;
   }
+  // A move-only result is moved out once (as std::future::get); a second get() is an error.
+  R take_value() {
+    rethrow_if_failed();
+    if (!value_)
+      throw std::logic_error("fiberio: " + name() + ".get(): its move-only result was already taken by an earlier get()");
+    R r = std::move(*value_);
+    value_.reset();
+    return r;
+  }
 
  private:
   std::optional<typename Unit<R>::type> value_;
@@ -174,15 +184,16 @@ class Greenlet : public GreenletRef {
   Greenlet() = default;
   explicit Greenlet(std::shared_ptr<detail::GreenletState<R>> s) : GreenletRef(std::move(s)) {}
 
-  // The result, or the greenlet's exception rethrown (same type, same what()).
+  // The result, or the greenlet's exception rethrown (same type, same what()). A copyable result can
+  // be read any number of times; a move-only one (std::unique_ptr...) is moved out by the first get().
   R get() const {
     s_->join();
-    return state().value();
+    return result();
   }
   // As get(), but throws TimeoutError if not finished within timeout (the greenlet keeps running).
   R get(OptDuration timeout) const {
     if (!s_->join(timeout)) throw TimeoutError(fmt_timeout());
-    return state().value();
+    return result();
   }
   // cb(this greenlet) runs once it finishes.
   detail::Links::Id link(std::function<void(Greenlet<R>)> cb) const {
@@ -192,6 +203,10 @@ class Greenlet : public GreenletRef {
 
  private:
   detail::GreenletState<R>& state() const { return static_cast<detail::GreenletState<R>&>(*s_); }
+  R result() const {
+    if constexpr (std::is_void_v<R> || std::is_copy_constructible_v<R>) return state().value();
+    else return state().take_value();
+  }
   std::string fmt_timeout() const { return "fiberio: " + name() + ".get() timed out"; }
 };
 

@@ -710,3 +710,20 @@ TEST(GreenletScale, StacksAreRecycled) {
   EXPECT_LE(count_map_lines(), maps);
   EXPECT_EQ(fiberio::detail::Hub::current().stacks().mapped_bytes(), mapped);
 }
+
+TEST(Greenlet, MoveOnlyResultIsMovedOutByGet) {
+  auto g = fiberio::spawn([] { return std::make_unique<int>(42); });
+  std::unique_ptr<int> p = g.get();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, 42);
+  try {
+    g.get();
+    FAIL() << "a second get() of a move-only result must not hand out a moved-from value";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("already taken"), std::string::npos) << e.what();
+  }
+  // A copyable result can be read again and again.
+  auto s = fiberio::spawn([] { return std::string("again"); });
+  EXPECT_EQ(s.get(), "again");
+  EXPECT_EQ(s.get(), "again");
+}

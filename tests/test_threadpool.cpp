@@ -128,3 +128,16 @@ TEST(ThreadPool, ThreadsRunAtTheRequestedPriority) {
   EXPECT_EQ(fiberio::run_in_thread(nice_and_class).second, SCHED_IDLE) << "the default pool is background";
   EXPECT_EQ(nice_and_class(), std::pair(base, int(SCHED_OTHER))) << "the hub's own thread is untouched";
 }
+
+TEST(ThreadPool, MoveOnlyResults) {
+  fiberio::ThreadPool pool(1);
+  std::unique_ptr<int> p = pool.apply([] { return std::make_unique<int>(7); });
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, 7);
+  auto r = pool.spawn([] { return std::make_unique<std::string>("moved"); });
+  EXPECT_EQ(*r.get(), "moved");
+  EXPECT_THROW(r.get(), std::logic_error);
+  fiberio::AsyncResult<std::unique_ptr<int>> a;
+  a.set(std::make_unique<int>(3));
+  EXPECT_EQ(*a.get(), 3);
+}
