@@ -13,6 +13,8 @@
 # requests per server-CPU-second is reported (the same for every model: it damps interference from
 # other work on this machine, whichever way it pushes).
 #
+# The ping-pong table is followed by the same ratios paired by round (paired_ratios.sh), which damps
+# slow drifts in this machine's speed better than ratios of medians.
 # Then: RSS per idle connection (each of IDLE_MODELS with IDLE_CONNS idle clients vs none), and seed 000's
 # starvation test (fib_server: a "1" request loop alone, then while another client loops fib(HOG_N)).
 #
@@ -248,6 +250,12 @@ fmt_row() {
     done
   done
 } | tee "$OUT/pingpong.md"
+{
+  echo
+  echo "### Paired by round: each run's ratio to the better raw server of the same round"
+  echo
+  "$(dirname "$0")/paired_ratios.sh" "$LOG"
+} | tee "$OUT/paired.md"
 
 # ---- RSS per idle connection ----
 {

@@ -12,6 +12,10 @@
 //   while nobody waits is remembered (and confirmed with a zero-timeout poll() at the next wait), so
 //   wait_read on an fd that already has unread data returns at once. A wake-up is still a hint: the
 //   caller retries its read/write and waits again on EAGAIN.
+// * Socket::recv and the shims' read/recv skip one system call per message on TCP sockets: a read
+//   that returned less than asked emptied the socket, so the next one waits for the hub's read event
+//   before reading, instead of first collecting an EAGAIN (Hub::note_drained; nginx does the same).
+//   A hang-up, error or urgent data seen on the fd turns this off for it. wait_read itself is unchanged.
 #pragma once
 #include "fiberio/hub.hpp"
 
