@@ -230,11 +230,12 @@ class Hub final : public boost::fibers::algo::algorithm {
   // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. Call before ::close.
   void forget_fd(int fd) noexcept;
 
-  // Go's pollDesc trick, as nginx does for edge-triggered sockets: a read from a TCP socket that
-  // returned less than asked emptied its receive queue (the kernel copies all it has, up to a FIN,
-  // which a later event reports). Until the next read event, a read would return EAGAIN: the reader
-  // calls read_drained() and waits first, saving that system call. Only for TCP stream sockets and
-  // plain reads (no MSG_PEEK / MSG_OOB); never trusted once a hang-up, error or urgent data was seen.
+  // The drained hint, as nginx uses it for edge-triggered sockets: a plain read from a TCP socket that
+  // returned less than asked emptied its receive queue, so until the next read event another read
+  // would only return EAGAIN. The reader calls read_drained() and waits first, saving that system
+  // call. Only for TCP stream sockets and reads without flags. Never trusted once a hang-up, error or
+  // urgent data was reported: a read returning data also consumes a FIN queued behind it (no event
+  // follows), and a read stops short at the urgent mark with bytes still queued.
   void note_drained(int fd) noexcept {
     if (FdState* st = known_fd(fd); st && !st->hangup_seen) {
       st->read_drained = true;

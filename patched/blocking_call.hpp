@@ -91,9 +91,9 @@ class BlockingCall {
   // Waits for readiness without an attempt first (connect's EINPROGRESS). Same results.
   bool wait();
 
-  // The drained hint (Hub::note_drained) for a plain read (no flags) of `want` bytes: before the
-  // attempt, waits if the last read of this TCP socket came back short and no read event came since
-  // (false: the wait failed, errno set); after it, reports a short read.
+  // The drained hint (Hub::note_drained) for a plain read (no flags) of `want` bytes (0: not a plain
+  // read, no hint). Before the attempt: waits if the last read of this TCP socket came back short and
+  // no read event came since (false: the wait failed, errno set). After it: reports a short read.
   bool wait_if_drained(std::size_t want) {
     return !(tcp_ && mode_ == Mode::Fiber && want > 0 && hub_->read_drained(fd_)) || wait();
   }

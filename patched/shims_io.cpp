@@ -75,23 +75,15 @@ ssize_t send_all(BlockingCall& call, size_t total, Attempt attempt) {
   }
 }
 
+// `plain`: the number of bytes a plain read (read, readv, recv without flags) asks for, which lets it
+// use the drained hint; 0 for other reads.
 template <class Attempt>
-ssize_t receive(BlockingCall& call, Attempt attempt) {
-  for (;;) {
-    ssize_t r = attempt();
-    if (r >= 0) return call.ok(r);
-    if (!call.wait_again()) return -1;
-  }
-}
-
-// A plain read of `want` bytes (read, readv, recv without flags), which may use the drained hint.
-template <class Attempt>
-ssize_t plain_receive(BlockingCall& call, std::size_t want, Attempt attempt) {
-  if (!call.wait_if_drained(want)) return -1;
+ssize_t receive(BlockingCall& call, std::size_t plain, Attempt attempt) {
+  if (!call.wait_if_drained(plain)) return -1;
   for (;;) {
     ssize_t r = attempt();
     if (r >= 0) {
-      call.read_returned(r, want);
+      call.read_returned(r, plain);
       return call.ok(r);
     }
     if (!call.wait_again()) return -1;
@@ -123,8 +115,7 @@ ssize_t recv_impl(int fd, void* buf, size_t n, int flags, sockaddr* addr, sockle
       if (!call.wait_again()) return done ? call.ok(static_cast<ssize_t>(done)) : -1;
     }
   }
-  if (flags == 0) return plain_receive(call, n, [&] { return real::recvfrom(fd, buf, n, flags, addr, alen); });
-  return receive(call, [&] { return real::recvfrom(fd, buf, n, flags, addr, alen); });
+  return receive(call, flags == 0 ? n : 0, [&] { return real::recvfrom(fd, buf, n, flags, addr, alen); });
 }
 
 ssize_t send_impl(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t alen) {
@@ -148,13 +139,13 @@ extern "C" {
 ssize_t read(int fd, void* buf, size_t n) {
   BlockingCall call(fd, Io::Read);
   if (call.passthrough()) return real::read(fd, buf, n);
-  return plain_receive(call, n, [&] { return real::read(fd, buf, n); });
+  return receive(call, n, [&] { return real::read(fd, buf, n); });
 }
 
 ssize_t readv(int fd, const iovec* iov, int iovcnt) {
   BlockingCall call(fd, Io::Read);
   if (call.passthrough()) return real::readv(fd, iov, iovcnt);
-  return plain_receive(call, iov_total(iov, iovcnt), [&] { return real::readv(fd, iov, iovcnt); });
+  return receive(call, iov_total(iov, iovcnt), [&] { return real::readv(fd, iov, iovcnt); });
 }
 
 ssize_t recv(int fd, void* buf, size_t n, int flags) { return recv_impl(fd, buf, n, flags, nullptr, nullptr); }
@@ -167,7 +158,7 @@ ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   if (flags & MSG_DONTWAIT) return real::recvmsg(fd, msg, flags);
   BlockingCall call(fd, Io::Read);
   if (call.passthrough()) return real::recvmsg(fd, msg, flags);
-  return receive(call, [&] { return real::recvmsg(fd, msg, flags); });
+  return receive(call, 0, [&] { return real::recvmsg(fd, msg, flags); });
 }
 
 ssize_t write(int fd, const void* buf, size_t n) {

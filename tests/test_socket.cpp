@@ -234,49 +234,51 @@ TEST(SocketDrainedHint, ShortTcpReadMarksDrainedAndTheNextReadStillGetsData) {
   leaks.check();
 }
 
+// A TCP pair whose server side is registered with the hub and drained (a short read after a wait);
+// then `reader` runs on it in a greenlet, parks, `peer` acts on the client side, and the reader's
+// result is returned. A 2 s socket timeout turns a reader that waits past its data into a failure.
+template <class Reader, class Peer>
+std::string after_drain(Reader reader, Peer peer) {
+  auto [c, s] = tcp_pair();
+  EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
+  s.set_timeout(2s);
+  auto g = fiberio::spawn([&] { return reader(s); });
+  fiberio::sleep(5ms);
+  peer(c);  // everything it sends is queued before the reader runs again
+  return g.get();
+}
+
+// Everything up to EOF, then "|eof" (or "|reset").
+std::string read_to_end(Socket& s) {
+  std::string got;
+  try {
+    for (std::string part; !(part = s.recv(100)).empty();) got += part;
+    return got + "|eof";
+  } catch (const fiberio::ConnectionReset&) {
+    return got + "|reset";
+  }
+}
+
 TEST(SocketDrainedHint, DataFollowedByFinStillReadsEof) {
   // Data and FIN arrive together: the recv that returns the data also consumes the FIN, and no later
   // event will come. The hang-up the hub saw must keep the next recv from waiting for one.
   LeakCheck leaks;
-  {
-    auto [c, s] = tcp_pair();
-    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
-    s.set_timeout(2s);  // a bug here shows as a TimeoutError, not a hang
-    auto g = fiberio::spawn([&] {
-      std::string got;
-      for (std::string part; !(part = s.recv(100)).empty();) got += part;
-      return got;
-    });
-    fiberio::sleep(5ms);
-    c.sendall("abc");
-    c.shutdown(fiberio::ShutdownHow::Write);  // both queued before the reader runs
-    EXPECT_EQ(g.get(), "abc");
-  }
+  EXPECT_EQ(after_drain(read_to_end, [](Socket& c) {
+              c.sendall("abc");
+              c.shutdown(fiberio::ShutdownHow::Write);
+            }),
+            "abc|eof");
   leaks.check();
 }
 
 TEST(SocketDrainedHint, DataFollowedByResetStillReportsTheReset) {
   LeakCheck leaks;
-  {
-    auto [c, s] = tcp_pair();
-    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
-    s.set_timeout(2s);
-    auto g = fiberio::spawn([&] {
-      std::string got;
-      try {
-        for (std::string part; !(part = s.recv(100)).empty();) got += part;
-        return got + "|eof";
-      } catch (const fiberio::ConnectionReset&) {
-        return got + "|reset";
-      }
-    });
-    fiberio::sleep(5ms);
+  std::string r = after_drain(read_to_end, [](Socket& c) {
     c.sendall("abc");
     c.set_linger(0s);
     c.close();  // RST right behind the data
-    std::string r = g.get();
-    EXPECT_TRUE(r == "abc|reset" || r == "|reset") << r;  // the kernel may drop unread data on a reset
-  }
+  });
+  EXPECT_TRUE(r == "abc|reset" || r == "|reset") << r;  // the kernel may drop unread data on a reset
   leaks.check();
 }
 
@@ -284,21 +286,17 @@ TEST(SocketDrainedHint, UrgentDataDoesNotStrandTheBytesAfterIt) {
   // A read stops short at TCP's urgent mark with bytes still queued behind it: the urgent data the
   // hub saw must keep the next recv from trusting that short read.
   LeakCheck leaks;
-  {
-    auto [c, s] = tcp_pair();
-    EXPECT_EQ(first_read_after_wait(s, c, "x"), "x");
-    s.set_timeout(2s);
-    auto g = fiberio::spawn([&] {
-      std::string got;
-      while (got.size() < 6) got += s.recv(100);
-      return got;
-    });
-    fiberio::sleep(5ms);
-    c.sendall("abc");
-    ASSERT_EQ(::send(c.fd(), "U", 1, MSG_OOB), 1);
-    c.sendall("def");
-    EXPECT_EQ(g.get(), "abcdef");  // the urgent byte is out of band, not in the stream
-  }
+  auto six_bytes = [](Socket& s) {
+    std::string got;
+    while (got.size() < 6) got += s.recv(100);
+    return got;
+  };
+  EXPECT_EQ(after_drain(six_bytes, [](Socket& c) {
+              c.sendall("abc");
+              ASSERT_EQ(::send(c.fd(), "U", 1, MSG_OOB), 1);
+              c.sendall("def");
+            }),
+            "abcdef");  // the urgent byte is out of band, not in the stream
   leaks.check();
 }
 
