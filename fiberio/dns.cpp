@@ -79,6 +79,7 @@ Socket create_connection(const Address& addr, OptDuration timeout, std::optional
   Socket s = Socket::for_address(addr, SOCK_STREAM);
   if (source_address) s.bind(*source_address);
   s.connect(addr, timeout);
+  if (!addr.is_unix()) s.set_nodelay();  // as Go's Dial and the StreamServer (ServerOptions::nodelay)
   s.set_timeout(timeout);
   return s;
 }

@@ -1,6 +1,8 @@
 #include "fiberio/server.hpp"
 
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -198,7 +200,12 @@ class Worker : public std::enable_shared_from_this<Worker> {
         if (c >= 0) {
           ++n;
           backoff = kFirstBackoff;
-          Socket conn = Socket::adopt(c, ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+          bool tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+          if (tcp && sh_->opts.nodelay) {
+            int one = 1;
+            ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // best effort, as Go's
+          }
+          Socket conn = Socket::adopt(c, tcp);
           try {
             spawn_stream_handler(std::move(conn), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
           } catch (const std::exception&) {
@@ -548,6 +555,10 @@ StreamServer& StreamServer::backlog(int n) {
 }
 StreamServer& StreamServer::max_connections(std::size_t n) {
   core_->opts().max_connections = n;
+  return *this;
+}
+StreamServer& StreamServer::nodelay(bool on) {
+  core_->opts().nodelay = on;
   return *this;
 }
 StreamServer& StreamServer::reuse_port(bool on) {

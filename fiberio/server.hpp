@@ -19,6 +19,8 @@
 //   fds (EMFILE/ENFILE) or memory it backs off (5 ms doubling to 100 ms) and recovers when fds free
 //   up; pending connections wait in the kernel backlog meanwhile.
 // * max_connections: while that many handlers run, accepting pauses (clients wait in the backlog).
+// * nodelay (default true): accepted TCP connections get TCP_NODELAY, as in Go (create_connection
+//   sets it too), so a reply written in pieces is never held back by Nagle's algorithm.
 // * workers(N): N threads, each with its own hub and its own SO_REUSEPORT listener on the same
 //   address (the kernel spreads connections), each running the accept loop; handlers then run on
 //   those threads (so they must be thread-safe with respect to shared data), and their exceptions
@@ -52,6 +54,10 @@ struct ServerOptions {
   bool handle_signals = true;
   Duration stop_timeout = std::chrono::seconds(1);  // grace of stop() and of a signal-driven stop
   std::size_t accept_batch = 64;                    // connections accepted per wake-up, at most
+  // TCP_NODELAY on accepted TCP connections, as Go sets on every TCP connection: a reply written in
+  // pieces (headers, then body) goes out at once instead of waiting up to 40 ms for the peer's
+  // delayed ACK (Nagle's algorithm).
+  bool nodelay = true;
 };
 
 struct ServerStats {
@@ -84,6 +90,7 @@ class StreamServer {
   StreamServer& workers(unsigned n);
   StreamServer& handle_signals(bool on);
   StreamServer& stop_timeout(Duration grace);
+  StreamServer& nodelay(bool on);
   const ServerOptions& options() const noexcept;
 
   void start();

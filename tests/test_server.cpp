@@ -1,6 +1,7 @@
 // StreamServer / DatagramServer / signal_handler on loopback: concurrency, errors, graceful stop,
 // EMFILE recovery and SIGINT draining (in forked children), workers, datagrams, leaks.
 #include <netdb.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -92,6 +93,30 @@ TEST(StreamServer, ClientSocketClosesWhenHandlerReturns) {
     EXPECT_EQ(c.recv(10), "bye");
     EXPECT_EQ(c.recv(10), "");  // EOF: the handler returned without closing, the server closed
     server.stop();
+  }
+  leaks.check();
+}
+
+TEST(StreamServer, TcpNodelayOnAcceptedAndDialedConnectionsByDefault) {
+  // As Go: Nagle's algorithm off, so a reply written in pieces is not held back for the peer's
+  // delayed ACK (up to 40 ms per reply). ServerOptions::nodelay / nodelay(false) opts out.
+  LeakCheck leaks;
+  {
+    auto nodelay_of = [](const Socket& s) { return s.getsockopt(IPPROTO_TCP, TCP_NODELAY) != 0; };
+    auto report = [&](Socket& s, const Address&) { s.sendall(nodelay_of(s) ? "on" : "off"); };
+    StreamServer by_default(Address("127.0.0.1", 0), report, quiet());
+    StreamServer opted_out(Address("127.0.0.1", 0), report, quiet());
+    EXPECT_TRUE(by_default.options().nodelay);
+    opted_out.nodelay(false);
+    by_default.start();
+    opted_out.start();
+    Socket c1 = fiberio::create_connection(by_default.address(), 2s);
+    EXPECT_TRUE(nodelay_of(c1)) << "create_connection sets TCP_NODELAY too";
+    EXPECT_EQ(c1.recv(10), "on");
+    Socket c2 = fiberio::create_connection(opted_out.address(), 2s);
+    EXPECT_EQ(c2.recv(10), "off");
+    by_default.stop();
+    opted_out.stop();
   }
   leaks.check();
 }
