@@ -8,6 +8,9 @@
 //   fiber_client --port 25000 --rate -c 2        seed 000's meter: each client loops send/recv, and
 //                                                every second the total requests/s is printed,
 //                                                for --duration seconds
+//   fiber_client --port 8000 -c 10 --http /io    seed 001's load.sh: each client GETs the path
+//                                                (http_server) and prints its start and end time
+//                                                and the response body
 //
 // Replies are printed as "[client i] reply"; then "took N ms". The exit code is 1 if any client failed
 // (connection refused, reset, timeout, server closed early), 2 for bad arguments.
@@ -35,6 +38,7 @@ struct Config {
   std::uint16_t port = 0;
   int clients = 1;
   std::vector<std::string> lines;  // empty: read one line, send nothing
+  std::string http_path;           // non-empty: one HTTP GET of this path instead
   std::chrono::milliseconds timeout{10000};
 };
 
@@ -48,8 +52,25 @@ std::string read_reply(fiberio::Stream& s) {
   return std::string(fiberio::Stream::chomp(reply));
 }
 
+// One HTTP/1.1 GET with "Connection: close": the response is everything up to EOF.
+void http_get(const Config& cfg, int id, Clock::time_point t0) {
+  long start = ms_since(t0);
+  auto sock = fiberio::create_connection(cfg.host, cfg.port, cfg.timeout);
+  fiberio::Stream s(sock);
+  s.write(fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n", cfg.http_path, cfg.host, cfg.port));
+  s.flush();
+  auto status = std::string(fiberio::Stream::chomp(s.read_line(kMaxReply)));
+  if (status.empty()) throw std::runtime_error("the server closed the connection before replying");
+  while (!fiberio::Stream::chomp(s.read_line(kMaxReply)).empty()) {
+  }
+  std::string body;
+  for (std::string part; !(part = s.read_line(kMaxReply)).empty();) body += part;
+  demo::say("[client {}] start +{} ms, end +{} ms: {} | {}", id, start, ms_since(t0), status, fiberio::Stream::chomp(body));
+}
+
 // One client conversation; returns normally or throws what went wrong.
-void converse(const Config& cfg, int id) {
+void converse(const Config& cfg, int id, Clock::time_point t0) {
+  if (!cfg.http_path.empty()) return http_get(cfg, id, t0);
   auto sock = fiberio::create_connection(cfg.host, cfg.port, cfg.timeout);
   fiberio::Stream s(sock);
   if (cfg.lines.empty()) {
@@ -95,7 +116,7 @@ int collect(std::vector<fiberio::Greenlet<void>>& gs) {
 
 int run_once(const Config& cfg) {
   auto t0 = Clock::now();
-  auto gs = spawn_clients(cfg, [&cfg](int id) { converse(cfg, id); });
+  auto gs = spawn_clients(cfg, [&cfg, t0](int id) { converse(cfg, id, t0); });
   int failed = collect(gs);
   demo::say("took {} ms ({} clients, {} failed)", ms_since(t0), cfg.clients, failed);
   return failed ? 1 : 0;
@@ -143,7 +164,7 @@ int run_rate(const Config& cfg, std::chrono::seconds duration) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  demo::Cli cli("fiber_client", "Runs N concurrent client greenlets against a demo server (line protocol).",
+  demo::Cli cli("fiber_client", "Runs N concurrent client greenlets against a demo server (line protocol, or one HTTP GET each).",
                 {
                     {"host", 0, "HOST", "server host (default 127.0.0.1)"},
                     {"port", 'p', "PORT", "server port (required)"},
@@ -151,6 +172,7 @@ int main(int argc, char** argv) {
                     {"line", 'l', "TEXT", "request line each client sends (repeatable)"},
                     {"script", 's', "FILE", "send each line of FILE in turn"},
                     {"rate", 'r', "", "loop send/recv, print requests per second every second"},
+                    {"http", 0, "PATH", "one HTTP GET of PATH per client instead of lines (http_server)"},
                     {"duration", 'd', "S", "--rate: run for S seconds (default 5)"},
                     {"timeout", 't', "S", "connect and per-reply timeout in seconds (default 10)"},
                 });
@@ -174,6 +196,9 @@ int main(int argc, char** argv) {
   for (const auto& l : cfg.lines)
     if (l.find('\n') != std::string::npos) cli.fail("a request line cannot contain a newline");
   bool rate = cli.has("rate");
+  cfg.http_path = cli.get("http", "");
+  if (cli.has("http") && (rate || !cfg.lines.empty())) cli.fail("--http cannot be combined with --rate, --line or --script");
+  if (cli.has("http") && !cfg.http_path.starts_with("/")) cli.fail("--http takes a path starting with '/'");
   auto duration = std::chrono::seconds(cli.get_int("duration", 5, 1, 3600));
   if (rate && cfg.lines.empty()) cfg.lines.push_back("1");  // the seed's meter sends "1"
   // Failed clients are reported by collect(), once, as "[client i] error: ...".

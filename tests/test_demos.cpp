@@ -274,7 +274,7 @@ int zombie_children(pid_t pid) {
 // ------------------------------------------------------------------------------------------------
 
 TEST(Demos, HelpAndBadArgumentsPrintUsage) {
-  for (std::string name : {"fib_server", "counter_server", "echo_server", "fiber_client"}) {
+  for (std::string name : {"fib_server", "counter_server", "echo_server", "fiber_client", "http_server"}) {
     {
       Proc p(name, {"--help"});
       EXPECT_EQ(p.exit_code(5000ms), 0) << name;
@@ -306,6 +306,10 @@ TEST(Demos, HelpAndBadArgumentsPrintUsage) {
            {"fiber_client", {"-c", "3"}, "--port is required"},
            {"fiber_client", {"--port", "1", "--script", "/nonexistent/file"}, "cannot read script file"},
            {"fiber_client", {"--port"}, "needs a value"},
+           {"fiber_client", {"--port", "1", "--http", "io"}, "--http takes a path starting with '/'"},
+           {"fiber_client", {"--port", "1", "--http", "/io", "--rate"}, "--http cannot be combined"},
+           {"http_server", {"--model=eventlet"}, "--model must be one of sync|fiber"},
+           {"http_server", {"--io-ms", "-1"}, "--io-ms must be an integer in [0, 600000]"},
        }) {
     Proc p(b.name, b.args);
     EXPECT_EQ(p.exit_code(5000ms), 2) << b.name << " " << b.says;
@@ -723,6 +727,68 @@ TEST(FiberClient, ConnectionFailureGivesNonZeroExit) {
 // Ctrl+C
 // ------------------------------------------------------------------------------------------------
 
+// ------------------------------------------------------------------------------------------------
+// http_server (seed 001) and fiber_client --http
+// ------------------------------------------------------------------------------------------------
+
+// The status line of a raw request's response.
+std::string http_status(int port, const std::string& request) {
+  Client c(port);
+  c.send(request);
+  auto line = c.read_line();
+  if (!line) return "no response";
+  if (!line->empty() && line->back() == '\r') line->pop_back();
+  return *line;
+}
+
+TEST(HttpServer, EndpointsAndBadRequestsInBothModels) {
+  for (std::string model : {"sync", "fiber"}) {
+    SCOPED_TRACE(model);
+    Proc server("http_server", {"--model=" + model, "--workers", "2", "--io-ms", "50", "--port", "0"});
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    auto get = [&](const std::string& path) {
+      Proc client("fiber_client", {"--port", std::to_string(port), "--http", path});
+      EXPECT_EQ(client.exit_code(15000ms), 0) << client.output();
+      return client.output();
+    };
+    EXPECT_NE(get("/hello").find("HTTP/1.1 200 OK | Hello, world!"), std::string::npos);
+    EXPECT_NE(get("/cpu_task").find("200 OK | Fibonacci(36) = 14930352"), std::string::npos);
+    EXPECT_NE(get("/io").find(R"(200 OK | {"message":"I/O task completed"})"), std::string::npos);
+    EXPECT_NE(get("/nope").find("404 Not Found | no such page: /nope"), std::string::npos);
+    EXPECT_EQ(http_status(port, "POST /hello HTTP/1.1\r\n\r\n"), "HTTP/1.1 405 Method Not Allowed");
+    EXPECT_EQ(http_status(port, "garbage\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(http_status(port, "GET /" + std::string(10000, 'a') + " HTTP/1.1\r\n\r\n"),
+              "HTTP/1.1 431 Request Header Fields Too Large");
+    std::string many = "GET /hello HTTP/1.1\r\n";
+    for (int i = 0; i < 150; ++i) many += "X-Header: " + std::to_string(i) + "\r\n";
+    EXPECT_EQ(http_status(port, many + "\r\n"), "HTTP/1.1 431 Request Header Fields Too Large");
+    EXPECT_EQ(server.stop(), 0) << server.output();
+  }
+}
+
+TEST(HttpServer, SyncWorkersServeIoInBatchesFiberServesAllAtOnce) {
+  // Seed 001's experiment: 6 concurrent /io requests (300 ms each). Two sync workers take them two
+  // at a time (3 rounds, ~900 ms); one fiber hub serves all six at once (~300 ms).
+  auto took = [](const std::string& model) {
+    Proc server("http_server", {"--model=" + model, "--workers", model == "sync" ? "2" : "1", "--io-ms", "300",
+                                "--port", "0"});
+    int port = server.port();
+    EXPECT_GT(port, 0);
+    Proc client("fiber_client", {"--port", std::to_string(port), "-c", "6", "--http", "/io"});
+    EXPECT_EQ(client.exit_code(15000ms), 0) << client.output();
+    auto out = client.output();
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(out, m, std::regex(R"(took (\d+) ms \(6 clients, 0 failed\))"))) << out;
+    EXPECT_EQ(server.stop(), 0) << server.output();
+    return m.empty() ? -1L : std::stol(m[1]);
+  };
+  long sync_ms = took("sync"), fiber_ms = took("fiber");
+  EXPECT_GE(sync_ms, 850) << "two workers, six requests: three rounds of 300 ms";
+  EXPECT_GE(fiber_ms, 290);
+  EXPECT_LT(fiber_ms, 850) << "the fiber model sleeps all six requests at once";
+}
+
 TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
   struct S {
     std::string name;
@@ -733,7 +799,9 @@ TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
                                       {"fib_server", {"--model=fiber"}},
                                       {"counter_server", {"--model=naive"}},
                                       {"counter_server", {"--model=thread"}},
-                                      {"counter_server", {"--model=fiber", "--lock"}}}) {
+                                      {"counter_server", {"--model=fiber", "--lock"}},
+                                      {"http_server", {"--model=sync", "--workers", "2"}},
+                                      {"http_server", {"--model=fiber"}}}) {
     SCOPED_TRACE(s.name + " " + join(s.args));
     auto args = s.args;
     args.insert(args.end(), {"--port", "0"});

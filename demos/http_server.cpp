@@ -1,0 +1,156 @@
+// http_server: seed 001's web-server models. The seed's Flask app, three endpoints:
+//
+//   GET /hello     "Hello, world!"
+//   GET /cpu_task  "Fibonacci(36) = 14930352", computed by the worker that serves the request
+//   GET /io        {"message":"I/O task completed"}, after sleeping --io-ms (default 3000 ms)
+//
+// --model=sync    gunicorn's sync workers: --workers processes forked up front (default 4), each
+//                 serving one request at a time with plain blocking calls (/io is a real usleep)
+// --model=fiber   gunicorn's eventlet workers: a fiberio::StreamServer on --workers hub threads
+//                 (default 1), a greenlet per connection (/io is fiberio::sleep)
+//
+//   $ http_server --model=sync --port 8000 &
+//   $ fiber_client --port 8000 -c 10 --http /io      (10 concurrent requests, as the seed's load.sh)
+//
+// One request per connection ("Connection: close"), as the seed's curl calls. A malformed request gets
+// 400, an unknown path 404, a method other than GET 405, a request line or header over 8 KiB (or more
+// than 100 headers) 431.
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <variant>
+
+#include "demo_util.hpp"
+#include "fiberio/server.hpp"
+#include "fiberio/stream.hpp"
+#include "fiberio/time.hpp"
+
+namespace {
+
+constexpr std::size_t kMaxLine = 8 * 1024;
+constexpr int kMaxHeaders = 100;
+
+long fibonacci(int n) { return n <= 1 ? (n < 0 ? 0 : n) : fibonacci(n - 1) + fibonacci(n - 2); }
+
+struct Response {
+  int status;
+  std::string body;
+};
+
+std::string render(const Response& r) {
+  const char* reason = r.status == 200   ? "OK"
+                       : r.status == 400 ? "Bad Request"
+                       : r.status == 404 ? "Not Found"
+                       : r.status == 405 ? "Method Not Allowed"
+                                         : "Request Header Fields Too Large";
+  return fmt::format("HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                     r.status, reason, r.body.size() + 1, r.body + "\n");
+}
+
+// The request line and headers, read through `next_line` (a line without "\r\n", nullopt at EOF,
+// "too long" reported through its flag). Returns the path of a well-formed GET, or an error response.
+template <class NextLine>
+std::variant<std::string, Response> read_request(NextLine next_line) {
+  bool too_long = false;
+  auto request = next_line(too_long);
+  if (!request) return Response{400, "empty request"};
+  if (too_long) return Response{431, "request line too long"};
+  for (int headers = 0;; ++headers) {  // headers are read and ignored, up to the blank line
+    auto h = next_line(too_long);
+    if (too_long || headers > kMaxHeaders) return Response{431, "headers too large"};
+    if (!h || h->empty()) break;
+  }
+  auto sp1 = request->find(' '), sp2 = request->rfind(' ');
+  if (sp1 == std::string::npos || sp2 == sp1 || !request->substr(sp2 + 1).starts_with("HTTP/"))
+    return Response{400, "malformed request line"};
+  if (request->substr(0, sp1) != "GET") return Response{405, "only GET"};
+  return request->substr(sp1 + 1, sp2 - sp1 - 1);
+}
+
+// The endpoints; `sleep` is how this model waits for /io.
+template <class Sleep>
+Response route(const std::string& path, Sleep sleep) {
+  if (path == "/hello") return {200, "Hello, world!"};
+  if (path == "/cpu_task") return {200, fmt::format("Fibonacci(36) = {}", fibonacci(36))};
+  if (path == "/io") {
+    sleep();
+    return {200, R"({"message":"I/O task completed"})"};
+  }
+  return {404, "no such page: " + path};
+}
+
+template <class NextLine, class Sleep>
+Response serve(NextLine next_line, Sleep sleep) {
+  auto req = read_request(next_line);
+  if (auto* r = std::get_if<Response>(&req)) return *r;
+  return route(std::get<std::string>(req), sleep);
+}
+
+int run_sync(const std::string& host, int port, int workers, std::chrono::milliseconds io) {
+  auto& stop = demo::StopSignal::install(true);
+  int lfd = demo::listen_tcp(host, port);
+  demo::say("http_server (model=sync, workers={}) listening on {}", workers, demo::bound_address(lfd));
+  demo::serve_prefork(
+      lfd, stop,
+      [io](demo::LineConn& conn, const std::string& peer, int worker) {
+        auto next_line = [&conn](bool& too_long) -> std::optional<std::string> {
+          std::string line;
+          auto st = conn.read_line(line, kMaxLine);
+          too_long = st == demo::LineConn::Status::TooLong;
+          if (st == demo::LineConn::Status::Eof || st == demo::LineConn::Status::Stopped) return std::nullopt;
+          return line;
+        };
+        auto r = serve(next_line, [io] { ::usleep(static_cast<useconds_t>(io.count() * 1000)); });
+        demo::say("[worker {} pid {}] {} -> {}", worker, ::getpid(), peer, r.status);
+        conn.send_all(render(r));
+      },
+      workers);
+  ::close(lfd);
+  demo::say("http_server stopped");
+  return 0;
+}
+
+int run_fiber(const std::string& host, int port, int workers, std::chrono::milliseconds io) {
+  fiberio::StreamServer server(
+      fiberio::Address(host, static_cast<std::uint16_t>(port)),
+      [io](fiberio::Socket& sock, const fiberio::Address& peer) {
+        fiberio::Stream s(sock);
+        auto next_line = [&s](bool& too_long) { return demo::read_request_line(s, kMaxLine, too_long); };
+        auto r = serve(next_line, [io] { fiberio::sleep(io); });
+        demo::say("[greenlet] {} -> {}", peer, r.status);
+        s.write(render(r));
+        s.flush();
+      });
+  server.workers(static_cast<unsigned>(workers));
+  server.start();
+  demo::say("http_server (model=fiber, workers={}) listening on {}", workers, server.address());
+  server.serve_forever();  // until SIGINT/SIGTERM (StreamServer's graceful stop)
+  demo::say("http_server stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  demo::Cli cli("http_server", "Seed 001's web server (/hello, /cpu_task, /io) under gunicorn's sync and async worker models.",
+                {
+                    {"model", 'm', "sync|fiber", "sync: prefork processes, one request at a time; fiber: a greenlet per connection (default fiber)"},
+                    {"workers", 'w', "N", "sync processes (default 4) / fiber hub threads (default 1)"},
+                    {"io-ms", 0, "MS", "how long /io sleeps (default 3000, as the seed)"},
+                    {"host", 0, "HOST", "address to listen on (default 127.0.0.1)"},
+                    {"port", 'p', "PORT", "port to listen on, 0 = any free port (default 8000)"},
+                });
+  cli.parse(argc, argv);
+  auto model = cli.get_choice("model", "fiber", {"sync", "fiber"});
+  int workers = static_cast<int>(cli.get_int("workers", model == "sync" ? 4 : 1, 1, 256));
+  std::chrono::milliseconds io(cli.get_int("io-ms", 3000, 0, 600000));
+  auto host = cli.get("host", "127.0.0.1");
+  int port = static_cast<int>(cli.get_int("port", 8000, 0, 65535));
+  try {
+    return model == "sync" ? run_sync(host, port, workers, io) : run_fiber(host, port, workers, io);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "http_server: %s\n", e.what());
+    return 1;
+  }
+}
