@@ -91,17 +91,12 @@ int run_posix(const Config& cfg, const std::string& host, int port) {
 
 int run_fiber(const Config& cfg, const std::string& host, int port) {
   fiberio::Lock lock;
-  fiberio::StreamServer server(fiberio::Address(host, static_cast<std::uint16_t>(port)),
-                               [&](fiberio::Socket& sock, const fiberio::Address&) {
-                                 auto t0 = std::chrono::steady_clock::now();
-                                 long n = count_connection(cfg, lock, true, -1);
-                                 sock.sendall(reply(n, t0));
-                               });
-  server.start();
-  demo::say("counter_server (model=fiber{}) listening on {}", cfg.lock ? ", lock" : "", server.address());
-  server.serve_forever();  // until SIGINT/SIGTERM (StreamServer's graceful stop)
-  demo::say("counter_server stopped");
-  return 0;
+  return demo::serve_fiber("counter_server", cfg.lock ? ", lock" : "", host, port, 1,
+                           [&](fiberio::Socket& sock, const fiberio::Address&) {
+                             auto t0 = std::chrono::steady_clock::now();
+                             long n = count_connection(cfg, lock, true, -1);
+                             sock.sendall(reply(n, t0));
+                           });
 }
 
 }  // namespace

@@ -39,6 +39,7 @@
 
 #include <fmt/core.h>
 
+#include "fiberio/server.hpp"
 #include "fiberio/stream.hpp"
 
 namespace demo {
@@ -606,6 +607,23 @@ inline void serve_prefork(int listen_fd, StopSignal& stop, const ConnHandler& ha
     }
   }
   detail::stop_children(children);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The fiber model: a StreamServer on `workers` hub threads, announced with the same "listening on"
+// line as the POSIX models ("<name> (model=fiber<detail>) listening on <address>"), served until
+// SIGINT/SIGTERM (StreamServer's graceful stop).
+// ---------------------------------------------------------------------------------------------------
+
+inline int serve_fiber(const std::string& name, const std::string& detail, const std::string& host, int port,
+                       unsigned workers, fiberio::StreamServer::Handler handler) {
+  fiberio::StreamServer server(fiberio::Address(host, static_cast<std::uint16_t>(port)), std::move(handler));
+  server.workers(workers);
+  server.start();
+  say("{} (model=fiber{}) listening on {}", name, detail, server.address());
+  server.serve_forever();
+  say("{} stopped", name);
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@
 #include <string>
 
 #include "demo_util.hpp"
-#include "fiberio/server.hpp"
 #include "fiberio/stream.hpp"
 
 namespace {
@@ -71,8 +70,8 @@ int run_posix(const std::string& model, const std::string& host, int port, int w
 
 int run_fiber(const std::string& host, int port, int workers) {
   std::atomic<int> next_hub{0};
-  fiberio::StreamServer server(
-      fiberio::Address(host, static_cast<std::uint16_t>(port)),
+  return demo::serve_fiber(
+      "echo_server", fmt::format(", workers={}", workers), host, port, static_cast<unsigned>(workers),
       [&next_hub](fiberio::Socket& sock, const fiberio::Address& peer) {
         // With --workers N the handlers run on N hub threads; number them for the log.
         thread_local int hub = next_hub++;
@@ -90,12 +89,6 @@ int run_fiber(const std::string& host, int port, int workers) {
         }
         demo::say("[hub {}] {} closing", hub, peer);
       });
-  server.workers(static_cast<unsigned>(workers));
-  server.start();
-  demo::say("echo_server (model=fiber, workers={}) listening on {}", workers, server.address());
-  server.serve_forever();  // until SIGINT/SIGTERM (StreamServer's graceful stop)
-  demo::say("echo_server stopped");
-  return 0;
 }
 
 }  // namespace

@@ -22,7 +22,6 @@
 #include <variant>
 
 #include "demo_util.hpp"
-#include "fiberio/server.hpp"
 #include "fiberio/stream.hpp"
 #include "fiberio/time.hpp"
 
@@ -112,22 +111,15 @@ int run_sync(const std::string& host, int port, int workers, std::chrono::millis
 }
 
 int run_fiber(const std::string& host, int port, int workers, std::chrono::milliseconds io) {
-  fiberio::StreamServer server(
-      fiberio::Address(host, static_cast<std::uint16_t>(port)),
-      [io](fiberio::Socket& sock, const fiberio::Address& peer) {
-        fiberio::Stream s(sock);
-        auto next_line = [&s](bool& too_long) { return demo::read_request_line(s, kMaxLine, too_long); };
-        auto r = serve(next_line, [io] { fiberio::sleep(io); });
-        demo::say("[greenlet] {} -> {}", peer, r.status);
-        s.write(render(r));
-        s.flush();
-      });
-  server.workers(static_cast<unsigned>(workers));
-  server.start();
-  demo::say("http_server (model=fiber, workers={}) listening on {}", workers, server.address());
-  server.serve_forever();  // until SIGINT/SIGTERM (StreamServer's graceful stop)
-  demo::say("http_server stopped");
-  return 0;
+  return demo::serve_fiber("http_server", fmt::format(", workers={}", workers), host, port,
+                           static_cast<unsigned>(workers), [io](fiberio::Socket& sock, const fiberio::Address& peer) {
+                             fiberio::Stream s(sock);
+                             auto next_line = [&s](bool& too_long) { return demo::read_request_line(s, kMaxLine, too_long); };
+                             auto r = serve(next_line, [io] { fiberio::sleep(io); });
+                             demo::say("[greenlet] {} -> {}", peer, r.status);
+                             s.write(render(r));
+                             s.flush();
+                           });
 }
 
 }  // namespace
