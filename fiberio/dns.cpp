@@ -43,9 +43,7 @@ std::vector<Address> getaddrinfo_blocking(const std::string& host, std::uint16_t
 // True if a Timeout guard of the running fiber has fired: that TimeoutError is the caller's, not a
 // connect attempt's, so create_connection must not swallow it and try the next address.
 bool guard_fired() {
-  for (auto& t : detail::fiber_state().timeouts)
-    if (t.fired) return true;
-  return false;
+  return detail::fiber_state().any_timeout_fired();
 }
 
 }  // namespace

@@ -10,7 +10,7 @@ void Event::set() {
     waiters_.notify_all();
     callbacks = links_.copy();
   }
-  for (auto& [id, cb] : callbacks) cb();
+  detail::Links::run(callbacks);
 }
 
 void Event::clear() {
@@ -26,8 +26,10 @@ bool Event::is_set() const {
 bool Event::wait(OptDuration timeout) {
   auto deadline = detail::deadline_after(timeout);
   detail::SpinLockGuard lk(lock_);
+  // A set() wakes every fiber waiting at that moment, even if clear() follows before it runs (gevent).
   while (!flag_)
-    if (!detail::park(waiters_, lk, deadline, detail::WaitKind::External) && Clock::now() >= deadline) return flag_;
+    if (detail::park(waiters_, lk, deadline, detail::WaitKind::External)) return true;
+    else if (Clock::now() >= deadline) return flag_;
   return true;
 }
 

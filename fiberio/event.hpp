@@ -128,7 +128,7 @@ class AsyncResult {
       s_->waiters.notify_all();
       callbacks = s_->links.take();
     }
-    for (auto& [id, cb] : callbacks) cb();
+    detail::Links::run(callbacks);
   }
   std::shared_ptr<State> s_;
 };

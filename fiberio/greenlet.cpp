@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 namespace fiberio {
 
 namespace {
@@ -106,22 +108,56 @@ void GreenletBase::finish(Status outcome, std::exception_ptr error) noexcept {
     joiners_.notify_all();
   }
   hub_->remove_greenlet(this);
-  for (auto& [id, cb] : callbacks) {
-    try {
-      cb();
-    } catch (const GreenletExit&) {
-      // a callback that blocked was killed along with us: not an error
-    } catch (...) {
-      hub_->report_error(*this, std::current_exception());
-    }
-  }
+  detail::Links::run(callbacks);
   detail::fiber_state(ctx_).greenlet = nullptr;
 }
 
-GreenletRef getcurrent() {
-  auto* g = detail::fiber_state().greenlet;
-  return g ? GreenletRef(g->shared_from_this()) : GreenletRef();
+namespace {
+// gevent's main greenlet: the thread's main fiber seen as a greenlet (getcurrent() there). Never
+// registered with the hub (thread exit does not kill it); kill() interrupts the main fiber.
+class MainGreenlet final : public GreenletBase {
+ public:
+  MainGreenlet() : GreenletBase(MainTag{}) {}
+};
+}  // namespace
+
+GreenletBase::GreenletBase(MainTag) : GreenletBase() {
+  ctx_ = boost::fibers::context::active();
+  status_ = Status::Running;
+  name_ = std::make_unique<std::string>("MainGreenlet");
 }
+
+GreenletRef getcurrent() {
+  auto* ctx = boost::fibers::context::active();
+  if (auto* g = detail::fiber_state(ctx).greenlet) return GreenletRef(g->shared_from_this());
+  if (!ctx->is_context(boost::fibers::type::main_context)) return GreenletRef();  // a bare Boost fiber
+  static thread_local std::shared_ptr<GreenletBase> main;
+  if (!main) main = std::make_shared<MainGreenlet>();
+  return GreenletRef(main);
+}
+
+namespace detail {
+void report_callback_error(std::exception_ptr e) noexcept {
+  if (Hub* hub = Hub::get())
+    if (GreenletRef current = getcurrent()) return hub->report_error(current.base(), e);
+  std::string msg = "fiberio: a link callback failed with " + describe_exception(e) + "\n";
+  std::fputs(msg.c_str(), stderr);
+}
+
+void Links::run(const std::vector<std::pair<Id, std::function<void()>>>& callbacks) {
+  for (auto& [id, cb] : callbacks) {
+    try {
+      cb();
+    } catch (const boost::context::detail::forced_unwind&) {
+      throw;  // Boost.Context is unwinding this fiber's stack: let it
+    } catch (const GreenletExit&) {
+      // a callback that blocked was killed along with its fiber: not an error
+    } catch (...) {
+      report_callback_error(std::current_exception());
+    }
+  }
+}
+}  // namespace detail
 
 std::vector<GreenletRef> joinall(std::span<const GreenletRef> greenlets, OptDuration timeout, bool raise_error,
                                  std::optional<std::size_t> count) {

@@ -46,7 +46,8 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   std::string name() const;  // "Greenlet-<id>" unless set
   void set_name(std::string name);
   Status status() const;
-  bool started() const { return status() != Status::Pending; }
+  // gevent: true once scheduled (spawn), false once dead.
+  bool started() const { return !dead(); }
   bool ready() const { return dead(); }
   bool dead() const;
   bool successful() const { return status() == Status::Succeeded; }
@@ -63,6 +64,8 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
 
  protected:
   GreenletBase();
+  struct MainTag {};
+  explicit GreenletBase(MainTag);  // the running main fiber, as a started greenlet
   // Runs body in the calling fiber as this greenlet; stores its outcome.
   template <class Body>
   void run(Body& body);
@@ -243,7 +246,8 @@ auto spawn_later(Duration delay, F&& f, Args&&... args) {
       });
 }
 
-// The running greenlet, or an empty handle in the main fiber.
+// The running greenlet; in a thread's main fiber, that thread's main greenlet (gevent's
+// getcurrent()), which other greenlets of the thread may kill. Empty only in a bare Boost fiber.
 GreenletRef getcurrent();
 
 // Waits for greenlets to finish; returns the finished ones in completion order (already-finished ones

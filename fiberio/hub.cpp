@@ -98,14 +98,15 @@ void WaitList::notify_all() noexcept {
 
 // ---- parking ----
 void FiberState::interrupt(std::exception_ptr e) noexcept {
-  if (!pending && t_hub) ++t_hub->armed;
-  pending = std::move(e);
+  if (pending_) return;  // the first interruption wins; it has not been delivered yet
+  if (t_hub) ++t_hub->armed;
+  pending_ = std::move(e);
   if (parked) parked->waker.wake();
 }
 
 FiberState::~FiberState() {
   // An undelivered kill (the fiber ended first) must not keep the hub's fast path disarmed.
-  if (pending && t_hub) --t_hub->armed;
+  if (pending_ && t_hub) --t_hub->armed;
 }
 
 FiberState& fiber_state(boost::fibers::context* ctx) {
@@ -117,32 +118,28 @@ FiberState& fiber_state(boost::fibers::context* ctx) {
   return *static_cast<FiberState*>(p);
 }
 
-namespace {
-[[noreturn]] void fire_timeout(TimeoutEntry& t) {
-  t.fired = true;
-  auto ms = std::chrono::duration<double, std::milli>(t.after).count();
-  throw TimeoutError(fmt::format("fiberio::Timeout: timed out after {:g} ms", ms), t.owner);
-}
-
-void deliver(FiberState& st) {
-  if (st.pending) [[unlikely]] {
-    auto e = std::exchange(st.pending, nullptr);
+void FiberState::deliver() {
+  if (pending_) [[unlikely]] {
+    auto e = std::exchange(pending_, nullptr);
     if (t_hub) --t_hub->armed;
     std::rethrow_exception(e);
   }
-  if (!st.timeouts.empty()) {
+  if (!timeouts_.empty()) {
     auto now = Clock::now();
     TimeoutEntry* first = nullptr;
-    for (auto& t : st.timeouts)
+    for (auto& t : timeouts_)
       if (!t.fired && t.deadline <= now && (!first || t.deadline < first->deadline)) first = &t;
-    if (first) fire_timeout(*first);
+    if (first) {
+      first->fired = true;
+      auto ms = std::chrono::duration<double, std::milli>(first->after).count();
+      throw TimeoutError(fmt::format("fiberio::Timeout: timed out after {:g} ms", ms), first->owner);
+    }
   }
 }
-}  // namespace
 
 void check_interrupts_slow() {
   auto* p = boost::fibers::context::active()->get_properties();
-  if (p) deliver(*static_cast<FiberState*>(p));
+  if (p) static_cast<FiberState*>(p)->deliver();
 }
 
 namespace {
@@ -150,7 +147,7 @@ namespace {
 bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind) {
   auto* ctx = boost::fibers::context::active();
   FiberState& st = fiber_state(ctx);
-  deliver(st);
+  st.deliver();
   Deadline wake_at = std::min(deadline, st.earliest_timeout());
   if (deadline != kNoDeadline && deadline <= Clock::now()) return false;
   Hub& hub = Hub::current();
@@ -175,7 +172,7 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   st.parked = nullptr;
   list.remove(w);
   if (w.notified) return true;
-  deliver(st);
+  st.deliver();
   return false;
 }
 }  // namespace
@@ -339,7 +336,7 @@ void Hub::throw_concurrent_use(int fd, Io dir) {
       fmt::format("fiberio: another fiber is already waiting to {} fd {}", dir == Io::Read ? "read" : "write", fd));
 }
 
-FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive) {
+FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool level) {
   if (fd < 0) return FdWait::Closed;
   FdState* st = known_fd(fd);
   if (!st) {
@@ -350,9 +347,9 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive) {
   WaitList& list = dir == Io::Read ? st->readers : st->writers;
   if (exclusive && !list.empty()) [[unlikely]] throw_concurrent_use(fd, dir);
   bool& ready = dir == Io::Read ? st->read_ready : st->write_ready;
-  if (ready) {
+  if (ready || level) {
     // An event came while nobody waited. It may be stale (the caller already consumed the data), so
-    // confirm; this costs a syscall only after such an unattended event.
+    // confirm; this costs a syscall only after such an unattended event, or when asked to.
     check_interrupts();  // (before clearing the flag: a throw here must not lose the event)
     ready = false;
     pollfd p{fd, static_cast<short>(dir == Io::Read ? POLLIN : POLLOUT), 0};

@@ -153,25 +153,45 @@ struct TimeoutEntry {
   bool fired;
 };
 
-// Per-fiber state, attached to each Boost.Fiber context (main fiber included) on first use.
+// Per-fiber state, attached to each Boost.Fiber context (main fiber included) on first use. Only the
+// fiber's own thread touches it. Interruptions have one way in (interrupt) and one way out (deliver);
+// Timeout guards are kept by fiberio::Timeout (time.cpp) through the members below.
 class FiberState : public boost::fibers::fiber_properties {
  public:
   explicit FiberState(boost::fibers::context* ctx) : fiber_properties(ctx) {}
+  ~FiberState() override;
   GreenletBase* greenlet = nullptr;  // null for the main fiber
-  Waiter* parked = nullptr;          // set while parked: kill()/LoopExit wake it through this
-  std::exception_ptr pending;        // GreenletExit or LoopExit to deliver at the next suspension
-  std::vector<TimeoutEntry> timeouts;
+  Waiter* parked = nullptr;          // set while parked: interrupt() wakes it through this
   std::unordered_map<const void*, std::shared_ptr<void>> locals;  // fiberio::local<T> storage
 
+  // Makes e (GreenletExit, LoopExit) pending: the fiber's next suspension point throws it; wakes the
+  // fiber if it is parked. From another fiber of this thread (kill), or from the fiber itself to hand
+  // back a kill it caught where it could not act on it (detail::Interruption). A first kill wins.
+  void interrupt(std::exception_ptr e) noexcept;
+  // Throws the pending interruption, or the earliest expired Timeout guard, if any. Called by the
+  // fiber itself at every suspension point.
+  void deliver();
   Deadline earliest_timeout() const noexcept {
     Deadline d = kNoDeadline;
-    for (auto& t : timeouts)
+    for (auto& t : timeouts_)
       if (!t.fired && t.deadline < d) d = t.deadline;
     return d;
   }
-  // Sets `pending` and wakes the fiber if it is parked (same thread only).
-  void interrupt(std::exception_ptr e) noexcept;
-  ~FiberState() override;
+
+  // ---- Timeout guards (defined in time.cpp) ----
+  void add_timeout(const Timeout* owner, Duration after);
+  void remove_timeout(const Timeout* owner) noexcept;
+  bool timeout_fired(const Timeout* owner) const noexcept;
+  // True if any guard of this fiber has fired (its TimeoutError is the caller's, not an operation's).
+  bool any_timeout_fired() const noexcept;
+  // The guard of this fiber that threw e, if e came from one that fired; else null.
+  const Timeout* fired_source(const TimeoutError& e) const noexcept;
+  // Makes a fired guard expire again at the next suspension point (it is still past its deadline).
+  void refire(const Timeout* owner) noexcept;
+
+ private:
+  std::exception_ptr pending_;  // counted in the hub's `armed` while set
+  std::vector<TimeoutEntry> timeouts_;
 };
 
 FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::active());
@@ -226,7 +246,10 @@ class Hub final : public boost::fibers::algo::algorithm {
 
   // fd readiness (see io.hpp for the public face).
   // exclusive: a second exclusive waiter in the same direction gets ConcurrentObjectUseError.
-  FdWait wait_fd(int fd, Io dir, Deadline deadline, bool exclusive);
+  // level: return at once if the fd is ready now (one poll() system call). Without it the wait is for
+  // the next readiness edge: right only for callers that just saw EAGAIN, which proves the fd not
+  // ready, so that edge is certain to come (Socket and the shims; it saves that system call).
+  FdWait wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool level = false);
   // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. Call before ::close.
   void forget_fd(int fd) noexcept;
 

@@ -11,7 +11,8 @@ namespace fiberio {
 namespace {
 void wait_fd(int fd, detail::Io dir, OptDuration timeout) {
   const char* what = dir == detail::Io::Read ? "wait_read" : "wait_write";
-  switch (detail::Hub::current().wait_fd(fd, dir, detail::deadline_after(timeout), true)) {
+  // level: an fd that is ready now (data left after a partial read) returns at once, as io.hpp promises.
+  switch (detail::Hub::current().wait_fd(fd, dir, detail::deadline_after(timeout), true, /*level=*/true)) {
     case detail::FdWait::Ready:
       return;
     case detail::FdWait::TimedOut:

@@ -2,11 +2,16 @@
 // block of joinall(), wait() and iwait().
 #pragma once
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <utility>
 #include <vector>
 
 namespace fiberio::detail {
+
+// Reports an exception that escaped a link callback (greenlet.cpp): to the hub's error handler, with
+// the greenlet that ran it (the main greenlet in the main fiber), or to stderr on a thread with no hub.
+void report_callback_error(std::exception_ptr e) noexcept;
 
 // Not synchronized: the owner guards it with its own lock and calls the taken callbacks unlocked.
 class Links {
@@ -26,6 +31,9 @@ class Links {
   std::vector<std::pair<Id, std::function<void()>>> take() { return std::exchange(callbacks_, {}); }
   std::vector<std::pair<Id, std::function<void()>>> copy() const { return callbacks_; }
   bool empty() const noexcept { return callbacks_.empty(); }
+  // Runs taken callbacks in order. One that throws is reported through the calling thread's error
+  // handler (as gevent's hub.handle_error) and the rest still run.
+  static void run(const std::vector<std::pair<Id, std::function<void()>>>& callbacks);
 
  private:
   std::vector<std::pair<Id, std::function<void()>>> callbacks_;

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fiberio/detail/interruption.hpp"
 #include "fiberio/event.hpp"
 #include "fiberio/greenlet.hpp"
 #include "fiberio/io.hpp"
@@ -325,9 +326,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   ~ServerCore() {
     try {
       if (started() && !stopped_.load()) stop(Duration::zero());
-    } catch (const GreenletExit&) {
-      fiber_state().pending = std::current_exception();  // deliver the kill at the next suspension
     } catch (...) {
+      defer_current_interruption();  // a kill or Timeout is delivered at the next suspension point
     }
     join_threads();
     unlink_path();

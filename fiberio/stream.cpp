@@ -1,5 +1,7 @@
 #include "fiberio/stream.hpp"
 
+#include "fiberio/detail/interruption.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -37,10 +39,9 @@ Stream::~Stream() {
   if (wbuf_.empty() || !sock_->valid() || std::uncaught_exceptions() > 0) return;
   try {
     flush();
-  } catch (const GreenletExit&) {
-    // A kill arrived while flushing: deliver it at the fiber's next suspension point instead.
-    detail::fiber_state().pending = std::current_exception();
   } catch (...) {
+    // A kill or Timeout that arrived while flushing is delivered at the next suspension point instead.
+    detail::defer_current_interruption();
   }
 }
 

@@ -14,30 +14,6 @@ namespace fiberio::patched::detail {
 
 namespace fd = fiberio::detail;
 
-// ---- Interruption ----
-void Interruption::take_current() {
-  try {
-    throw;
-  } catch (const boost::context::detail::forced_unwind&) {
-    throw;  // Boost.Context is unwinding this fiber's stack: never swallow that
-  } catch (const TimeoutError& e) {
-    for (auto& t : fd::fiber_state().timeouts)
-      if (t.fired && t.owner && e.is(*t.owner)) timeout_ = t.owner;
-  } catch (...) {
-    if (!kill_) kill_ = std::current_exception();
-  }
-}
-
-void Interruption::rearm() noexcept {
-  auto& st = fd::fiber_state();
-  if (timeout_)
-    for (auto& t : st.timeouts)
-      if (t.owner == timeout_) t.fired = false;  // still expired: fires at the next suspension point
-  if (kill_ && !st.pending) st.pending = kill_;
-  kill_ = nullptr;
-  timeout_ = nullptr;
-}
-
 namespace {
 Waited interrupted_now() {
   Interruption i;

@@ -24,6 +24,7 @@
 
 #include <cerrno>
 
+#include "fiberio/detail/interruption.hpp"
 #include "fiberio/event.hpp"
 #include "fiberio/hub.hpp"
 #include "patched/fdtable.hpp"
@@ -54,19 +55,7 @@ Waited block_fd(int fd, Io dir, Deadline deadline) noexcept;
 template <class T>
 T wait_uninterruptibly(AsyncResult<T> result);
 
-// A kill (GreenletExit, LoopExit) or a fired Timeout guard caught while a shim waited. rearm() makes
-// it pending again, so the fiber's next fiberio suspension point delivers it.
-class Interruption {
- public:
-  // Call from a catch block.
-  void take_current();
-  void rearm() noexcept;
-  explicit operator bool() const noexcept { return kill_ || timeout_; }
-
- private:
-  std::exception_ptr kill_;
-  const fiberio::Timeout* timeout_ = nullptr;
-};
+using fiberio::detail::Interruption;
 
 class BlockingCall {
  public:

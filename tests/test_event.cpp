@@ -223,3 +223,81 @@ TEST(AsyncResult, RawlinkRunsOnce) {
   r.rawlink([&] { ++calls; });
   EXPECT_EQ(calls, 2);
 }
+
+// gevent: a set() is never lost to a later clear(): every fiber waiting at the set() wakes with true.
+TEST(Event, SetThenClearStillWakesEveryWaiter) {
+  Event ev;
+  int woke = 0;
+  std::vector<fiberio::Greenlet<void>> gs;
+  for (int i = 0; i < 1000; ++i)
+    gs.push_back(fiberio::spawn([&] {
+      if (ev.wait(5s)) ++woke;
+    }));
+  fiberio::sleep(5ms);  // all of them parked
+  ev.set();
+  ev.clear();
+  fiberio::joinall(gs);
+  EXPECT_EQ(woke, 1000);
+  EXPECT_FALSE(ev.is_set());
+}
+
+TEST(Event, SetThenClearFromAnotherThreadStillWakesTheWaiter) {
+  for (int round = 0; round < 8; ++round) {
+    Event ev;
+    std::atomic<bool> parked{false};
+    std::thread setter([&] {
+      while (!parked.load()) std::this_thread::yield();
+      std::this_thread::sleep_for(1ms);
+      ev.set();
+      ev.clear();
+    });
+    parked = true;
+    EXPECT_TRUE(ev.wait(2s)) << "round " << round;
+    setter.join();
+  }
+}
+
+namespace {
+// Collects what the hub's error handler is given, and restores the default on scope exit.
+struct CapturedErrors {
+  std::vector<std::string> messages;
+  CapturedErrors() {
+    fiberio::set_error_handler([this](const fiberio::GreenletBase&, std::exception_ptr e) {
+      messages.push_back(fiberio::describe_exception(e));
+    });
+  }
+  ~CapturedErrors() { fiberio::set_error_handler(nullptr); }
+};
+}  // namespace
+
+// gevent reports a failing link through its hub's handler and runs the remaining links.
+TEST(Event, ThrowingLinkIsReportedAndLaterLinksAndWaitsStillRun) {
+  CapturedErrors errors;
+  Event ev;
+  int later = 0;
+  ev.rawlink([] { throw std::runtime_error("link boom"); });
+  ev.rawlink([&] { ++later; });
+  auto waiter = fiberio::spawn([&] { return fiberio::wait({fiberio::Waitable(ev)}, 5s).size(); });
+  fiberio::yield();  // the wait() registers its link after the throwing one
+  EXPECT_NO_THROW(ev.set());
+  EXPECT_EQ(later, 1);
+  EXPECT_EQ(waiter.get(), 1u);
+  ASSERT_EQ(errors.messages.size(), 1u);
+  EXPECT_NE(errors.messages[0].find("link boom"), std::string::npos) << errors.messages[0];
+}
+
+TEST(AsyncResult, ThrowingLinkIsReportedAndLaterLinksAndWaitsStillRun) {
+  CapturedErrors errors;
+  AsyncResult<int> r;
+  int later = 0;
+  r.rawlink([] { throw std::runtime_error("link boom"); });
+  r.rawlink([&] { ++later; });
+  auto waiter = fiberio::spawn([&] { return fiberio::wait({fiberio::Waitable(r)}, 5s).size(); });
+  fiberio::yield();
+  EXPECT_NO_THROW(r.set(7));
+  EXPECT_EQ(later, 1);
+  EXPECT_EQ(waiter.get(), 1u);
+  EXPECT_EQ(r.get(), 7);
+  ASSERT_EQ(errors.messages.size(), 1u);
+  EXPECT_NE(errors.messages[0].find("link boom"), std::string::npos) << errors.messages[0];
+}

@@ -9,6 +9,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "watchdog.hpp"
@@ -143,14 +144,26 @@ TEST(Greenlet, JoinWithTimeout) {
   EXPECT_TRUE(g.join(0ms));  // already finished: true at once
 }
 
-TEST(Greenlet, NotStartedUntilCallerYields) {
+TEST(Greenlet, NotRunUntilCallerYields) {
   bool ran = false;
   auto g = fiberio::spawn([&] { ran = true; });
   EXPECT_FALSE(ran);
-  EXPECT_FALSE(g.started());
   fiberio::yield();
   EXPECT_TRUE(ran);
   EXPECT_TRUE(g.dead());
+}
+
+// gevent: started is true once the greenlet is scheduled (spawn) and false once it is dead.
+TEST(Greenlet, StartedFromSpawnUntilDeath) {
+  auto g = fiberio::spawn([] { fiberio::sleep(10ms); });
+  EXPECT_TRUE(g.started());  // scheduled, not yet run
+  fiberio::yield();
+  EXPECT_TRUE(g.started());  // running (sleeping)
+  g.join();
+  EXPECT_FALSE(g.started());  // dead
+  auto k = fiberio::spawn([] {});
+  k.kill();  // killed before it ran
+  EXPECT_FALSE(k.started());
 }
 
 TEST(Greenlet, NameDefaultAndSetName) {
@@ -167,9 +180,25 @@ TEST(Greenlet, NameDefaultAndSetName) {
 }
 
 TEST(Greenlet, GetcurrentInsideAndOutside) {
-  EXPECT_FALSE(static_cast<bool>(fiberio::getcurrent()));  // the main fiber is no greenlet
+  // gevent: in the main fiber, getcurrent() is the main greenlet — alive, the same every time.
+  GreenletRef main = fiberio::getcurrent();
+  ASSERT_TRUE(static_cast<bool>(main));
+  EXPECT_TRUE(main == fiberio::getcurrent());
+  EXPECT_TRUE(main.started());
+  EXPECT_FALSE(main.dead());
+  EXPECT_FALSE(main.join(0ms));  // it is the caller: never finished
   Greenlet<std::uint64_t> g = fiberio::spawn([] { return fiberio::getcurrent().id(); });
   EXPECT_EQ(g.get(), g.id());
+  EXPECT_NE(g.id(), main.id());
+  // A greenlet can kill the main greenlet: GreenletExit at main's current suspension point.
+  auto killer = fiberio::spawn([main] { main.kill(false); });
+  EXPECT_THROW(fiberio::sleep(5s), fiberio::GreenletExit);
+  killer.join();
+  // A std::thread's main fiber has its own main greenlet.
+  std::uint64_t other = 0;
+  std::thread([&] { other = fiberio::getcurrent().id(); }).join();
+  EXPECT_NE(other, 0u);
+  EXPECT_NE(other, main.id());
 }
 
 TEST(Greenlet, LinkCallbacks) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "leak_check.hpp"
+#include "support/pipe.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -23,19 +24,7 @@ using fiberio::Clock;
 namespace {
 
 
-struct Pipe {
-  int r = -1, w = -1;
-  Pipe() {
-    int p[2];
-    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
-    r = p[0];
-    w = p[1];
-  }
-  ~Pipe() {
-    if (r >= 0) fiberio::close(r);
-    if (w >= 0) fiberio::close(w);
-  }
-};
+using fiberio_test::Pipe;
 
 // Writes a marker line to stdout (the child's pipe to the test) when destroyed.
 struct Marker {
@@ -250,85 +239,6 @@ TEST(LoopExit, NotRaisedWhileWaitingOnAnFd) {
 }
 
 // ---- fd waits ----
-
-TEST(FdWait, ReadWriteTimeoutAndNoLeak) {
-  fiberio::detail::Hub::current();  // the hub's own epoll and eventfd are not a leak
-  auto fds_before = fiberio_test::count_fds();
-  {
-    Pipe p;
-    EXPECT_NO_THROW(fiberio::wait_write(p.w, 1s));  // an empty pipe is writable
-    auto t0 = Clock::now();
-    EXPECT_THROW(fiberio::wait_read(p.r, 20ms), fiberio::TimeoutError);
-    EXPECT_GE(Clock::now() - t0, 20ms);
-    auto writer = fiberio::spawn([&] {
-      fiberio::sleep(10ms);
-      [[maybe_unused]] auto r = ::write(p.w, "hi", 2);
-    });
-    fiberio::wait_read(p.r, 5s);
-    char buf[8];
-    EXPECT_EQ(::read(p.r, buf, sizeof buf), 2);
-    writer.join();
-    // Edge-triggered registration, level-style waits: data already there is seen at once.
-    ASSERT_EQ(::write(p.w, "x", 1), 1);
-    fiberio::sleep(1ms);
-    EXPECT_NO_THROW(fiberio::wait_read(p.r, 1s));
-  }
-  EXPECT_EQ(fiberio_test::count_fds(), fds_before);
-}
-
-TEST(FdWait, CloseWakesWaiterWithClosedError) {
-  Pipe p;
-  auto waiter = fiberio::spawn([&] {
-    try {
-      fiberio::wait_read(p.r);
-    } catch (const fiberio::ClosedError&) {
-      return true;
-    }
-    return false;
-  });
-  fiberio::yield();
-  fiberio::close(p.r);
-  p.r = -1;
-  EXPECT_TRUE(waiter.get());
-}
-
-TEST(FdWait, SecondReaderIsConcurrentObjectUseError) {
-  Pipe p;
-  auto first = fiberio::spawn([&] { fiberio::wait_read(p.r, 5s); });
-  fiberio::yield();
-  EXPECT_THROW(fiberio::wait_read(p.r, 10ms), fiberio::ConcurrentObjectUseError);
-  [[maybe_unused]] auto r = ::write(p.w, "x", 1);
-  first.join();
-  EXPECT_TRUE(first.successful());
-}
-
-TEST(FdWait, RegularFileIsNotPollable) {
-  char path[] = "/tmp/fiberio_test_XXXXXX";
-  int fd = ::mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ::unlink(path);
-  EXPECT_THROW(fiberio::wait_read(fd, 10ms), std::system_error);
-  fiberio::close(fd);
-}
-
-TEST(FdWait, KillWakesFdWaiter) {
-  Pipe p;
-  bool destroyed = false;
-  struct Flag {
-    bool* f;
-    ~Flag() { *f = true; }
-  };
-  auto g = fiberio::spawn([&] {
-    Flag f{&destroyed};
-    fiberio::wait_read(p.r);
-  });
-  fiberio::yield();
-  g.kill();
-  EXPECT_TRUE(destroyed);
-  // The fd can be waited on again afterwards.
-  [[maybe_unused]] auto r = ::write(p.w, "x", 1);
-  EXPECT_NO_THROW(fiberio::wait_read(p.r, 1s));
-}
 
 // ---- exit with fibers still blocked ----
 

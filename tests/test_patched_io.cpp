@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "support/interrupts.hpp"
 #include "test_patched_support.hpp"
 #include "watchdog.hpp"
 
@@ -399,6 +400,21 @@ TEST(PatchedIo, KillEndsTheCallWithEcanceledThenDeliversGreenletExit) {
     EXPECT_TRUE(after);
   }
   leaks.check();
+}
+
+// The kill a shim re-arms for the next suspension point goes through the hub's bookkeeping: when the
+// greenlet ends without another suspension point, Timeout guards must still fire afterwards.
+TEST(PatchedIo, KillDuringAReadThatIsNeverDeliveredKeepsTimeoutsWorking) {
+  fiberio::detail::Hub::current();
+  Pair p;
+  auto g = fiberio::spawn([&] {
+    char c;
+    (void)::read(p.a, &c, 1);  // ECANCELED; the greenlet then ends without suspending again
+  });
+  fiberio::sleep(20ms);
+  g.kill();
+  EXPECT_TRUE(g.dead());
+  fiberio_test::expect_timeout_still_fires();
 }
 
 TEST(PatchedIo, TimeoutGuardEndsTheCallThenRaisesTimeoutError) {

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <fiberio/fiberio.hpp>
+#include <atomic>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "leak_check.hpp"
+#include "support/interrupts.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -314,6 +316,35 @@ TEST(StreamServer, DestroyedWhileServingStopsAndCleansUp) {
     EXPECT_EQ(c.recv(10), "");
   }
   leaks.check();
+}
+
+// A kill that lands while ~StreamServer stops its handlers is delivered later, and Timeout guards
+// still fire afterwards (the kill used to bypass the hub's bookkeeping and disarm every Timeout).
+TEST(StreamServer, KillDuringDestructorKeepsTimeoutsWorking) {
+  std::atomic<bool> in_handler{false};
+  auto owner = fiberio::spawn([&] {
+    Socket c;  // outlives the server: the handler stays blocked until the server stops it
+    StreamServer server(
+        Address("127.0.0.1", 0),
+        [&](Socket& sock, const Address&) {
+          in_handler = true;
+          try {
+            sock.recv(10);
+          } catch (const fiberio::GreenletExit&) {
+            fiberio::sleep(100ms);  // a slow cleanup: the server's destructor waits for it
+            throw;
+          }
+        },
+        quiet());
+    server.start();
+    c = fiberio::create_connection(server.address(), 2s);
+    while (!in_handler) fiberio::sleep(1ms);
+  });  // leaving the scope destroys the server, which stops the handler and waits for it
+  ASSERT_TRUE(eventually([&] { return in_handler.load(); }));
+  fiberio::sleep(20ms);  // owner is in ~StreamServer, waiting for the handler's cleanup
+  owner.kill();
+  EXPECT_TRUE(owner.dead());
+  fiberio_test::expect_timeout_still_fires();
 }
 
 TEST(StreamServer, MaxConnectionsPausesAccepting) {

@@ -3,6 +3,7 @@
 #include <fiberio/fiberio.hpp>
 
 #include "leak_check.hpp"
+#include "support/interrupts.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -223,4 +224,21 @@ TEST(Stream, LineProtocolOverTcp) {
     EXPECT_EQ(server.get(), 100);
   }
   leaks.check();
+}
+
+// A kill that lands while ~Stream flushes is delivered later, and the hub's interruption bookkeeping
+// stays right: Timeout guards still fire afterwards (they stopped firing for the rest of the process).
+TEST(Stream, KillDuringDestructorFlushKeepsTimeoutsWorking) {
+  auto [a, b] = Socket::pair();  // b never reads: once the socket buffer is full, a flush blocks
+  std::string chunk(64 * 1024, 'x');
+  while (::send(a.fd(), chunk.data(), chunk.size(), MSG_DONTWAIT) > 0) {
+  }
+  auto g = fiberio::spawn([&a] {
+    Stream s(a);
+    s.write("blocked in the destructor's flush");
+  });
+  fiberio::sleep(20ms);  // g is parked in ~Stream's flush
+  g.kill();
+  EXPECT_TRUE(g.dead());
+  fiberio_test::expect_timeout_still_fires();
 }
