@@ -11,6 +11,7 @@
 #include <typeinfo>
 #include <unordered_set>
 
+#include "fiberio/detail/fd_registry.hpp"
 #include "fiberio/greenlet.hpp"
 #include "fiberio/time.hpp"
 
@@ -204,14 +205,19 @@ Hub& Hub::create() {
   static std::once_flag fork_once;
   std::call_once(fork_once, [] { ::pthread_atfork(nullptr, nullptr, after_fork_in_child); });
   install_overflow_reporter(&hub->stacks_);
+  FdRegistry::instance().hub_started(hub);
   return *hub;
 }
 
 Hub::Hub() { events_.reserve(64); }
 
 Hub::~Hub() {
+  FdRegistry::instance().hub_ended(this);
   for (FdState* st : fds_)
-    if (st) release(st);
+    if (st) {
+      FdRegistry::instance().unwatch(st->fd, this);
+      release(st);
+    }
   if (t_hub == this) t_hub = nullptr;
 }
 
@@ -283,6 +289,7 @@ void Hub::poll(std::int64_t timeout_ns) noexcept {
   events_.clear();
   poller_.wait(timeout_ns, events_);
   notified_.store(false);
+  if (has_mail_.load(std::memory_order_acquire)) [[unlikely]] read_mail();
   for (auto& ev : events_)
     if (FdState* st = state_of(ev)) __builtin_prefetch(st);
   for (auto& ev : events_) {
@@ -323,7 +330,12 @@ FdState* Hub::register_fd(int fd, FdWait& refused) {
   auto st = std::make_unique<FdState>();
   st->fd = fd;
   st->generation = next_generation_++;
+  // Owner first, then the close counter (FdRegistry's contract): a close racing this registration
+  // either sees us as the owner or is counted in closes_seen.
+  st->closes = FdRegistry::instance().watch(fd, this);
+  if (st->closes) st->closes_seen = st->closes->load(std::memory_order_seq_cst);
   int err = poller_.add(fd, (std::uint64_t{st->generation} << 32) | static_cast<std::uint32_t>(fd));
+  if (err) FdRegistry::instance().unwatch(fd, this);
   if (err == EPERM) refused = FdWait::NotPollable;
   else if (err == EBADF) refused = FdWait::Closed;
   else if (err) throw std::system_error(err, std::generic_category(), fmt::format("fiberio: cannot poll fd {}", fd));
@@ -339,6 +351,11 @@ void Hub::throw_concurrent_use(int fd, Io dir) {
 FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool level) {
   if (fd < 0) return FdWait::Closed;
   FdState* st = known_fd(fd);
+  if (st && st->stale()) [[unlikely]] {
+    // Closed since it was registered (on any thread) and the number reused: watch the new fd.
+    forget_fd(fd);
+    st = nullptr;
+  }
   if (!st) {
     FdWait refused{};
     st = register_fd(fd, refused);
@@ -370,12 +387,44 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool leve
 void Hub::forget_fd(int fd) noexcept {
   FdState* st = known_fd(fd);
   if (!st) return;
+  FdRegistry::instance().unwatch(fd, this);
   fds_[static_cast<std::size_t>(fd)] = nullptr;
   st->closed = true;
   poller_.remove(fd);
   st->readers.notify_all();
   st->writers.notify_all();
   release(st);
+}
+
+void Hub::post_forget(int fd) noexcept {
+  {
+    SpinLockGuard lk(mail_lock_);
+    if (mail_count_ < mail_.size()) mail_[mail_count_++] = fd;
+    else mail_overflow_ = true;
+  }
+  has_mail_.store(true, std::memory_order_release);
+  notify();
+}
+
+void Hub::read_mail() noexcept {
+  std::array<int, 64> fds;
+  std::size_t n;
+  bool overflow;
+  {
+    SpinLockGuard lk(mail_lock_);
+    has_mail_.store(false, std::memory_order_relaxed);
+    n = std::exchange(mail_count_, 0);
+    std::copy_n(mail_.begin(), n, fds.begin());
+    overflow = std::exchange(mail_overflow_, false);
+  }
+  // Only a stale registration is dropped: the number may have been reused and registered again.
+  if (overflow) {
+    for (std::size_t fd = 0; fd < fds_.size(); ++fd)
+      if (fds_[fd] && fds_[fd]->stale()) forget_fd(static_cast<int>(fd));
+    return;
+  }
+  for (std::size_t k = 0; k < n; ++k)
+    if (FdState* st = known_fd(fds[k]); st && st->stale()) forget_fd(fds[k]);
 }
 
 void Hub::add_greenlet(GreenletBase* g) noexcept {

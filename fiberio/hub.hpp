@@ -19,6 +19,7 @@
 #include <boost/fiber/properties.hpp>
 #include <boost/fiber/scheduler.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -201,7 +202,12 @@ FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::ac
 // wait leaves the state alive until that waiter has seen `closed`.
 struct FdState {
   int fd;
-  std::uint32_t generation;
+  std::uint32_t generation;  // this registration's, in its poller token (stale events are dropped)
+  // The fd registry's close counter for this number, and its value when registered: if they differ,
+  // the fd was closed since (perhaps on another thread) and this registration is stale.
+  const std::atomic<std::uint32_t>* closes = nullptr;
+  std::uint32_t closes_seen = 0;
+  bool stale() const noexcept { return closes && closes->load(std::memory_order_acquire) != closes_seen; }
   std::uint32_t refs = 1;
   bool closed = false;
   // Edge-triggered events that arrived while no fiber was waiting in that direction would be lost:
@@ -250,8 +256,12 @@ class Hub final : public boost::fibers::algo::algorithm {
   // the next readiness edge: right only for callers that just saw EAGAIN, which proves the fd not
   // ready, so that edge is certain to come (Socket and the shims; it saves that system call).
   FdWait wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool level = false);
-  // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. Call before ::close.
+  // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. This thread only:
+  // closes go through FdRegistry (fiberio::close, the shims), which reaches the right hub.
   void forget_fd(int fd) noexcept;
+  // From any thread (FdRegistry): an fd this hub watches was closed there. The hub's thread drops the
+  // registration, if it is stale, at its next poll.
+  void post_forget(int fd) noexcept;
 
   // The drained hint, as nginx uses it for edge-triggered sockets: a plain read from a TCP socket that
   // returned less than asked emptied its receive queue, so until the next read event another read
@@ -317,6 +327,13 @@ class Hub final : public boost::fibers::algo::algorithm {
   boost::fibers::context* main_ctx_ = nullptr;
   ErrorHandler error_handler_;
   std::atomic<bool> notified_{false};
+  // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
+  void read_mail() noexcept;
+  Spinlock mail_lock_;
+  std::array<int, 64> mail_{};
+  std::size_t mail_count_ = 0;
+  bool mail_overflow_ = false;
+  std::atomic<bool> has_mail_{false};
   std::size_t external_waiters_ = 0;
   std::size_t fd_waiters_ = 0;
   std::uint64_t switches_ = 0;

@@ -1,5 +1,7 @@
 #include "fiberio/io.hpp"
 
+#include "fiberio/detail/fd_registry.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -29,12 +31,10 @@ void wait_fd(int fd, detail::Io dir, OptDuration timeout) {
 void wait_read(int fd, OptDuration timeout) { wait_fd(fd, detail::Io::Read, timeout); }
 void wait_write(int fd, OptDuration timeout) { wait_fd(fd, detail::Io::Write, timeout); }
 
-void forget_fd(int fd) noexcept {
-  if (auto* hub = detail::Hub::get()) hub->forget_fd(fd);
-}
+void forget_fd(int fd) noexcept { detail::FdRegistry::instance().forget(fd); }
 
 int close(int fd) noexcept {
-  forget_fd(fd);
+  detail::FdRegistry::instance().closing(fd);
   return ::close(fd);
 }
 

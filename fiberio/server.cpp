@@ -359,6 +359,10 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       socks.push_back(std::move(prebound_));
       if (!datagram_) socks.back().listen(o.backlog);
     } else {
+      // SO_REUSEPORT lets our workers share one port, but would as quietly share it with any other
+      // program listening there. Unless asked to share (reuse_port), a port in use is refused exactly
+      // as a single listener is: a probe binds it without SO_REUSEPORT first, and is closed at once.
+      if (n > 1 && !o.reuse_port && requested_.port() != 0) make_listener(requested_, false, /*listen=*/false);
       for (unsigned i = 0; i < n; ++i) {
         // The first listener learns the real port (when 0 was asked); the others share it.
         socks.push_back(make_listener(i == 0 ? requested_ : bound_, n > 1 || o.reuse_port));
@@ -490,7 +494,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   }
 
  private:
-  Socket make_listener(const Address& addr, bool reuse_port) {
+  Socket make_listener(const Address& addr, bool reuse_port, bool listen = true) {
     auto& o = sh_->opts;
     Socket s = Socket::for_address(addr, datagram_ ? SOCK_DGRAM : SOCK_STREAM);
     if (!addr.is_unix()) {
@@ -498,7 +502,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       if (reuse_port) s.set_reuse_port();
     }
     s.bind(addr);
-    if (!datagram_) s.listen(o.backlog);
+    if (listen && !datagram_) s.listen(o.backlog);
     return s;
   }
 

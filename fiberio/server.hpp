@@ -49,7 +49,7 @@ struct ServerOptions {
   int backlog = 1024;
   std::size_t max_connections = 0;  // 0: unlimited
   bool reuse_addr = true;
-  bool reuse_port = false;
+  bool reuse_port = false;  // share the port with other SO_REUSEPORT listeners (else a port in use is refused)
   unsigned workers = 1;
   bool handle_signals = true;
   Duration stop_timeout = std::chrono::seconds(1);  // grace of stop() and of a signal-driven stop

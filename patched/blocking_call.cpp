@@ -6,7 +6,6 @@
 #include <new>
 #include <system_error>
 
-#include "fiberio/time.hpp"
 #include "patched/mode.hpp"
 #include "patched/real.hpp"
 
@@ -135,7 +134,7 @@ Waited block_fd(int fd, Io dir, Deadline deadline) noexcept {
 // ---- BlockingCall ----
 BlockingCall::BlockingCall(int fd, Io dir) noexcept : fd_(fd), dir_(dir), saved_errno_(errno) {
   hub_ = cooperative_hub();
-  auto& table = FdTable::instance();
+  auto& table = FdRegistry::instance();
   FdInfo info = hub_ ? table.classify(fd) : table.lookup(fd);
   if (info.kind != FdKind::Managed || info.user_nonblock) return;
   if (hub_) {

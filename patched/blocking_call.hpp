@@ -24,14 +24,14 @@
 
 #include <cerrno>
 
-#include "fiberio/detail/interruption.hpp"
-#include "fiberio/event.hpp"
-#include "fiberio/hub.hpp"
-#include "patched/fdtable.hpp"
+#include "fiberio/detail/shim_interface.hpp"
 
 namespace fiberio::patched::detail {
 
 using fiberio::detail::Deadline;
+using fiberio::detail::FdInfo;
+using fiberio::detail::FdKind;
+using fiberio::detail::FdRegistry;
 using fiberio::detail::Hub;
 using fiberio::detail::Io;
 using fiberio::detail::kNoDeadline;

@@ -2,7 +2,7 @@
 #pragma once
 #include <atomic>
 
-#include "fiberio/hub.hpp"
+#include "fiberio/detail/shim_interface.hpp"
 
 namespace fiberio::patched::detail {
 

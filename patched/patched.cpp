@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "fiberio/detail/shim_interface.hpp"
 #include "patched/mode.hpp"
 #include "patched/private_copy.hpp"
 
@@ -15,7 +16,7 @@ constexpr std::string_view kFunctions[] = {
     "readv",         "recv",           "recvfrom",        "recvmsg",          "write",       "writev",
     "send",          "sendto",         "sendmsg",         "poll",             "ppoll",       "select",
     "pselect",       "epoll_wait",     "epoll_pwait",     "epoll_pwait2",     "sleep",       "usleep",
-    "nanosleep",     "clock_nanosleep", "close",          "fclose",           "shutdown",    "fcntl",
+    "nanosleep",     "clock_nanosleep", "close",          "close_range",   "closefrom",      "fclose",  "fdopen",           "shutdown",    "fcntl",
     "fcntl64",       "ioctl",          "setsockopt",      "getsockopt",       "dup",         "dup2",
     "dup3",          "pipe",           "pipe2",           "getaddrinfo",      "getnameinfo", "gethostbyname",
     "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "__read_chk",    "__recv_chk",  "__recvfrom_chk",
@@ -36,9 +37,9 @@ bool resolves_here(const char* symbol) noexcept {
   return p && ::dladdr(p, &info) && info.dli_fbase == own_base();
 }
 
-// A fiberio function the shims call (fiberio::detail::Hub::forget_fd(int), from close()), as its
-// mangled name: where the process resolves it tells which fiberio the shims talk to.
-constexpr const char* kHubForgetFd = "_ZN7fiberio6detail3Hub9forget_fdEi";
+// The runtime's identification symbol (fiberio/detail/shim_interface.hpp): where the process resolves
+// it tells which fiberio the shims talk to.
+constexpr const char* kRuntimeId = "fiberio_runtime_id";
 
 // Run when the library loads. The shims reach fiberio where the process resolves it: libfiberio.so,
 // shared with the program that links it (the normal case), or the program itself when it carries a
@@ -46,7 +47,7 @@ constexpr const char* kHubForgetFd = "_ZN7fiberio6detail3Hub9forget_fdEi";
 // program with its own static copy that it does not export (libfiberio.a, then LD_PRELOAD) has hubs
 // the shims can never see: they would silently do nothing, so say so.
 __attribute__((constructor)) void check_reachable_hub() {
-  if (detail::in_program(real::resolved(kHubForgetFd))) return;  // the program's own fiberio: shared
+  if (detail::in_program(real::resolved(kRuntimeId))) return;  // the program's own fiberio: shared
   if (!detail::program_has_private_fiberio()) return;  // it uses libfiberio.so, or has no fiberio at all
   static const char msg[] =
       "fiberio_patched: this program contains its own static copy of fiberio (libfiberio.a) and does not "

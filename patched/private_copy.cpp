@@ -6,14 +6,15 @@
 #include <cstring>
 #include <string_view>
 
+#include "fiberio/detail/shim_interface.hpp"
+
 namespace fiberio::patched::detail {
 
 namespace {
 
-// Only fiberio/hub.cpp holds this text (the LoopExit message), so only an object that contains the hub
-// has it; an executable that merely calls into libfiberio.so does not. PatchedSwitch tests it against
-// libfiberio.so, so a change to the message cannot silently blind this check.
-constexpr std::string_view kHubMarker = "fiberio::LoopExit: this operation would block forever";
+// Only an object that contains fiberio's runtime holds its identification text (shim_interface.hpp);
+// an executable that merely calls into libfiberio.so does not.
+constexpr std::string_view kHubMarker = FIBERIO_RUNTIME_ID;
 
 bool contains(const dl_phdr_info& obj, std::uintptr_t address) {
   for (int i = 0; i < obj.dlpi_phnum; ++i) {

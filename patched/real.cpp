@@ -169,6 +169,18 @@ int close(int fd) noexcept {
   return next_close ? next_close(fd) : static_cast<int>(::syscall(SYS_close, fd));
 }
 
+int close_range(unsigned first, unsigned last, int flags) noexcept {
+  FIBERIO_NEXT(close_range);
+  return next_close_range ? next_close_range(first, last, flags)
+                          : static_cast<int>(::syscall(SYS_close_range, first, last, flags));
+}
+
+void closefrom(int lowfd) noexcept {
+  FIBERIO_NEXT(closefrom);
+  if (next_closefrom) return next_closefrom(lowfd);
+  ::syscall(SYS_close_range, static_cast<unsigned>(lowfd), ~0U, 0);
+}
+
 int shutdown(int fd, int how) noexcept {
   FIBERIO_NEXT(shutdown);
   return next_shutdown ? next_shutdown(fd, how) : static_cast<int>(::syscall(SYS_shutdown, fd, how));
@@ -240,6 +252,13 @@ int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout
   errno = ENOSYS;
   return -1;
 #endif
+}
+
+FILE* fdopen(int fd, const char* mode) noexcept {
+  FIBERIO_NEXT(fdopen);
+  if (next_fdopen) return next_fdopen(fd, mode);
+  errno = ENOSYS;
+  return nullptr;
 }
 
 int fclose(FILE* f) noexcept {

@@ -40,6 +40,8 @@ int usleep(useconds_t usec) noexcept;
 int nanosleep(const timespec* req, timespec* rem) noexcept;
 int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) noexcept;
 int close(int fd) noexcept;
+int close_range(unsigned first, unsigned last, int flags) noexcept;
+void closefrom(int lowfd) noexcept;
 int shutdown(int fd, int how) noexcept;
 // fcntl/ioctl take their optional argument as a pointer-sized value, as glibc's own wrappers do.
 int fcntl(int fd, int cmd, void* arg) noexcept;
@@ -54,6 +56,7 @@ int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms) noexcept;
 int epoll_pwait(int epfd, epoll_event* events, int max, int timeout_ms, const sigset_t* mask) noexcept;
 int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout, const sigset_t* mask) noexcept;
 int fclose(FILE* f) noexcept;
+FILE* fdopen(int fd, const char* mode) noexcept;
 // The resolver has no system call to fall back on: without libc's they fail (EAI_SYSTEM / ENOSYS).
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) noexcept;
 int getnameinfo(const sockaddr* addr, socklen_t len, char* host, socklen_t hostlen, char* serv,

@@ -14,7 +14,6 @@
 #include <memory>
 #include <vector>
 
-#include "fiberio/threadpool.hpp"
 #include "patched/blocking_call.hpp"
 #include "patched/mode.hpp"
 #include "patched/real.hpp"

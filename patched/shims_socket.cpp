@@ -89,7 +89,7 @@ int socket(int domain, int type, int protocol) noexcept {
   int fd = real::socket(domain, type | (shim_nb ? SOCK_NONBLOCK : 0), protocol);
   bool tcp = (domain == AF_INET || domain == AF_INET6) && (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
              (protocol == 0 || protocol == IPPROTO_TCP);
-  if (fd >= 0) FdTable::instance().created(fd, true, user_nb, shim_nb, tcp);
+  if (fd >= 0) FdRegistry::instance().created(fd, true, user_nb, shim_nb, tcp);
   return fd;
 }
 
@@ -99,8 +99,8 @@ int socketpair(int domain, int type, int protocol, int sv[2]) noexcept {
   int r = real::socketpair(domain, type, protocol, sv);
   if (r == 0) {
     bool user_nb = type & SOCK_NONBLOCK;
-    FdTable::instance().created(sv[0], true, user_nb, false);
-    FdTable::instance().created(sv[1], true, user_nb, false);
+    FdRegistry::instance().created(sv[0], true, user_nb, false);
+    FdRegistry::instance().created(sv[1], true, user_nb, false);
   }
   return r;
 }
@@ -111,7 +111,7 @@ int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   bool shim_nb = !user_nb && cooperative_hub();
   int real_flags = flags | (shim_nb ? SOCK_NONBLOCK : 0);
   auto accepted = [&](int r) {
-    if (r >= 0) FdTable::instance().created(r, true, user_nb, shim_nb, FdTable::instance().lookup(fd).tcp);
+    if (r >= 0) FdRegistry::instance().created(r, true, user_nb, shim_nb, FdRegistry::instance().lookup(fd).tcp);
     return r;
   };
   if (call.passthrough()) return accepted(real::accept4(fd, addr, len, real_flags));
@@ -151,6 +151,10 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
       errno = err;
       return -1;
     }
+    // Linux reports a completed nonblocking connect once more, as success, to the next connect() on
+    // the socket. Take that report here, so the caller's next connect() gets EISCONN, as after a
+    // blocking connect.
+    (void)real::connect(fd, addr, len);
     return call.ok(0);
   }
 }
@@ -164,7 +168,7 @@ int setsockopt(int fd, int level, int name, const void* value, socklen_t len) no
   // The kernel keeps the value too (getsockopt shows it), but ignores it once the shims made the
   // socket nonblocking: they apply it themselves.
   if (char k = timeout_kind(level, name); r == 0 && k && value)
-    FdTable::instance().set_timeout(fd, k == 'r', timeval_of(name, value, len));
+    FdRegistry::instance().set_timeout(fd, k == 'r', timeval_of(name, value, len));
   return r;
 }
 
@@ -172,7 +176,7 @@ int getsockopt(int fd, int level, int name, void* value, socklen_t* len) noexcep
   int r = real::getsockopt(fd, level, name, value, len);
   // Reading a timeout also re-syncs the bookkeeping (it may have been set by a raw system call).
   if (char k = timeout_kind(level, name); r == 0 && k && value && len)
-    FdTable::instance().set_timeout(fd, k == 'r', timeval_of(name, value, *len));
+    FdRegistry::instance().set_timeout(fd, k == 'r', timeval_of(name, value, *len));
   return r;
 }
 

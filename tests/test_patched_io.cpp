@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -565,4 +567,165 @@ TEST(PatchedIo, DrainedHintNeverStrandsBytesEofOrUrgentData) {
     }, "abcdef");
   }
   leaks.check();
+}
+
+// ---- closes the owning hub cannot see: other threads, close_range / closefrom, vfork children ----
+
+namespace {
+// A shimmed blocking read of one byte on another thread's hub: its result and errno.
+struct RemoteRead {
+  std::atomic<bool> parked{false};
+  std::atomic<int> result{-2}, err{0};
+  std::thread thread;
+  explicit RemoteRead(int fd) {
+    thread = std::thread([this, fd] {
+      fiberio::spawn([this, fd] {
+        parked = true;
+        char c;
+        ssize_t n = ::read(fd, &c, 1);
+        err = errno;
+        result = static_cast<int>(n);
+      }).join();
+    });
+    while (!parked) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(30ms);  // parked on that thread's hub
+  }
+  // Waits (up to 3 s) for the read to end.
+  bool ended() {
+    for (int i = 0; i < 3000 && result == -2; ++i) std::this_thread::sleep_for(1ms);
+    return result != -2;
+  }
+  ~RemoteRead() { thread.join(); }
+};
+}  // namespace
+
+TEST(PatchedClose, CloseOnAnotherThreadWakesTheReaderWithEbadf) {
+  Pair p;
+  RemoteRead r(p.a);
+  ::close(p.a);
+  p.a = -1;
+  ASSERT_TRUE(r.ended()) << "the reader on the other hub was never woken";
+  EXPECT_EQ(r.result, -1);
+  EXPECT_EQ(r.err, EBADF);
+}
+
+TEST(PatchedClose, CloseRangeAndClosefromWakeReadersOnOtherThreads) {
+  for (bool range : {true, false}) {
+    Pair p;
+    // Above every other fd of the process (the reader's hub makes two more): closefrom(900) closes
+    // just the pair.
+    for (int* fd : {&p.a, &p.b}) {
+      int high = ::fcntl(*fd, F_DUPFD_CLOEXEC, 900);
+      ASSERT_GE(high, 900);
+      ::close(std::exchange(*fd, high));
+    }
+    RemoteRead r(p.a);
+    if (range) ::close_range(static_cast<unsigned>(std::min(p.a, p.b)), static_cast<unsigned>(std::max(p.a, p.b)), 0);
+    else ::closefrom(900);
+    p.a = p.b = -1;
+    ASSERT_TRUE(r.ended()) << (range ? "close_range" : "closefrom") << ": the reader was never woken";
+    EXPECT_EQ(r.result, -1);
+    EXPECT_EQ(r.err, EBADF);
+  }
+}
+
+// A number closed on one thread and reused: a blocking read with SO_RCVTIMEO on the hub that had the
+// old fd used to wait out its timeout (EAGAIN) although the data had arrived.
+TEST(PatchedClose, ReusedNumberAfterACloseOnAnotherThreadGetsItsData) {
+  std::atomic<int> step{0};
+  std::atomic<int> fd{-1};
+  std::string got;
+  int err = 0;
+  std::thread b([&] {
+    fiberio::spawn([&] {
+      // 1: a read on the first pair registers its number with this hub.
+      while (step != 1) fiberio::sleep(1ms);
+      char c;
+      (void)::read(fd, &c, 1);
+      step = 2;
+      // 3: the number now names a new socket (closed and reused on the main thread).
+      while (step != 3) fiberio::sleep(1ms);
+      timeval tv{2, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char buf[8];
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      err = errno;
+      if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
+      step = 4;
+    }).join();
+  });
+  auto first = std::make_unique<Pair>();
+  fd = first->a;
+  step = 1;
+  std::this_thread::sleep_for(50ms);  // b's read is parked: its hub has registered the number
+  ASSERT_EQ(::write(first->b, "x", 1), 1);
+  while (step != 2) std::this_thread::sleep_for(1ms);
+  int number = first->a;
+  first.reset();  // ::close on this thread
+  Pair second;
+  ASSERT_EQ(second.a, number) << "the kernel did not reuse the number; the test needs it";
+  step = 3;
+  std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(::write(second.b, "data", 4), 4);
+  b.join();
+  EXPECT_EQ(got, "data") << "errno " << err;
+}
+
+// A vfork() child runs in its parent's memory: its close() must not touch the parent's hub, whose
+// fiber still reads that fd (the parent's fd is still open).
+TEST(PatchedClose, VforkChildsCloseLeavesTheParentsWaiterAlone) {
+  Pair p;
+  std::string got;
+  int err = 0;
+  auto reader = fiberio::spawn([&] {
+    char buf[8];
+    ssize_t n = ::read(p.a, buf, sizeof buf);
+    err = errno;
+    if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
+  });
+  fiberio::sleep(20ms);  // parked in read(p.a)
+  pid_t child = ::vfork();
+  if (child == 0) {
+    ::close(p.a);  // the child's own copy of the fd
+    ::dup2(p.b, p.a);
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  fiberio::sleep(20ms);
+  EXPECT_FALSE(reader.dead()) << "the parent's reader was woken by the child's close (errno " << err << ")";
+  ASSERT_EQ(::write(p.b, "hi", 2), 2);
+  reader.join(2s);
+  EXPECT_EQ(got, "hi") << "errno " << err;
+  // The parent's view of p.a is intact: still the shims' socket, still blocking for the user.
+  EXPECT_FALSE(user_nonblocking(p.a));
+}
+
+// A blocking connect() on a connected socket fails with EISCONN (libc), also inside a fiber, where the
+// shim connects without blocking and waits for completion.
+TEST(PatchedIo, SecondConnectOnAConnectedSocketIsEisconn) {
+  fiberio::detail::Hub::current();
+  Listener lst;
+  int c = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(c, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(lst.port));
+  errno = 0;
+  EXPECT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), -1);
+  EXPECT_EQ(errno, EISCONN);
+  ::close(c);
+}
+
+// fclose() of a stream that has no fd (fmemopen) leaves errno alone, as libc does.
+TEST(PatchedIo, FcloseOfAStreamWithoutAnFdLeavesErrnoAlone) {
+  char text[] = "abc";
+  FILE* m = ::fmemopen(text, 3, "r");
+  ASSERT_NE(m, nullptr);
+  errno = 0;
+  EXPECT_EQ(::fclose(m), 0);
+  EXPECT_EQ(errno, 0);
 }

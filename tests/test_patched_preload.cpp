@@ -62,17 +62,18 @@ int field(const std::string& out, const std::string& name) {
   return p == std::string::npos ? -1 : std::atoi(out.c_str() + p + name.size() + 1);
 }
 
-// Compiles kProgram in a temp dir and links it with `link_inputs` (libraries, objects, flags).
+// Compiles `program` (kProgram by default) in a temp dir and links it with `link_inputs` (libraries,
+// objects, flags).
 // Compiling and linking run in child processes: this fiber just waits.
 class Probe {
  public:
   std::string path;
   std::string error;  // the compiler's output if building failed
 
-  explicit Probe(const std::vector<std::string>& link_inputs) {
+  explicit Probe(const std::vector<std::string>& link_inputs, const char* program = kProgram) {
     std::string src = dir_.path + "/probe.cpp", obj = dir_.path + "/probe.o", log = dir_.path + "/build.log";
     path = dir_.path + "/probe";
-    std::ofstream(src) << kProgram;
+    std::ofstream(src) << program;
     bool ok = exited_ok(run({FIBERIO_CXX, "-std=c++20", "-O1", "-I" FIBERIO_SOURCE_DIR, "-c", src, "-o", obj}, log));
     if (ok) {
       std::vector<std::string> argv{FIBERIO_CXX, obj, "-o", path};
@@ -145,4 +146,84 @@ TEST(PatchedPreload, ProgramWithItsOwnStaticFiberioGetsAWarningAndPlainLibc) {
       << out;
   EXPECT_EQ(field(out, "read"), 1) << out;
   EXPECT_EQ(field(out, "ticks_during_read"), 0) << out;
+}
+
+namespace {
+// A program that knows nothing of fiberio: libc calls whose results and errno it prints, line by line.
+constexpr const char* kPlainProgram = R"(
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void show(const char* what, long r) { printf("%s r=%ld errno=%d\n", what, r, errno); errno = 0; }
+int main() {
+  char text[] = "line one\nline two\n";
+  errno = 0;
+  FILE* m = fmemopen(text, sizeof text - 1, "r");
+  show("fmemopen+fclose", fclose(m));
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  bind(l, (sockaddr*)&a, sizeof a);
+  listen(l, 4);
+  getsockname(l, (sockaddr*)&a, &alen);
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  show("connect", connect(c, (sockaddr*)&a, sizeof a));
+  show("connect again", connect(c, (sockaddr*)&a, sizeof a));
+  int s = accept(l, nullptr, nullptr);
+  show("accept>=0", s >= 0);
+  show("F_GETFL nonblock", fcntl(s, F_GETFL) & O_NONBLOCK);
+  FILE* in = fdopen(s, "r");
+  write(c, "hello\nworld\n", 12);
+  char line[64];
+  show("fgets", fgets(line, sizeof line, in) != nullptr);
+  printf("line=%s", line);
+  show("fclose socket", fclose(in));
+  int p[2];
+  show("pipe", pipe(p));
+  show("write", write(p[1], "xyz", 3));
+  pollfd pf{p[0], POLLIN, 0};
+  show("poll", poll(&pf, 1, 10));
+  char buf[8];
+  show("read", read(p[0], buf, sizeof buf));
+  show("poll empty", poll(&pf, 1, 10));
+  show("dup2", dup2(p[0], 40) == 40);
+  show("close 40", close(40));
+  show("close 40 again", close(40));
+  pid_t child = vfork();
+  if (child == 0) { close(p[0]); _exit(7); }
+  int st = 0;
+  waitpid(child, &st, 0);
+  show("vfork child status", WEXITSTATUS(st));
+  show("read after vfork", write(p[1], "q", 1) + read(p[0], buf, 1));
+  show("close_range", close_range(p[0], p[1], 0));
+  show("closefrom done", (closefrom(l), 0));
+  show("close closed", close(c));
+}
+)";
+}  // namespace
+
+// Preloaded into a program that never uses fiberio, the shims are exactly libc: same results, same
+// errno, line by line (fclose of a fmemopen stream used to leave errno = EBADF).
+TEST(PatchedPreload, ProgramWithoutFiberioBehavesExactlyAsWithoutThePreload) {
+  FIBERIO_WATCHDOG(120);
+  fiberio::detail::Hub::current();
+  Probe probe({}, kPlainProgram);
+  ASSERT_TRUE(probe.error.empty()) << probe.error;
+  std::string why;
+  std::string plain = probe.run_with({kNoPreload}, why);
+  ASSERT_TRUE(why.empty()) << why;
+  std::string preloaded = probe.run_with({kPreload}, why);
+  ASSERT_TRUE(why.empty()) << why;
+  EXPECT_NE(plain.find("fmemopen+fclose r=0 errno=0"), std::string::npos) << plain;
+  EXPECT_NE(plain.find("connect again r=-1 errno=106"), std::string::npos) << plain;  // EISCONN
+  EXPECT_EQ(preloaded, plain);
 }

@@ -518,6 +518,45 @@ TEST(StreamServer, BindErrorNamesTheAddress) {
   }
 }
 
+// SO_REUSEPORT (workers) must not turn "port in use" into "share the port": whoever listens there
+// first — another fiberio server with workers, one without, or any SO_REUSEPORT listener — keeps it,
+// and the second start() is refused with the same error as a single listener gets.
+TEST(StreamServer, PortInUseIsRefusedWithWorkersToo) {
+  auto expect_refused = [](const Address& addr, unsigned workers, const char* what) {
+    StreamServer b(addr, echo_lines, quiet());
+    b.workers(workers);
+    try {
+      b.start();
+      ADD_FAILURE() << what << ": workers(" << workers << ") started on a port in use";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code().value(), EADDRINUSE) << what;
+      EXPECT_NE(std::string(e.what()).find(addr.to_string()), std::string::npos) << e.what();
+    }
+  };
+  {
+    StreamServer a(Address("127.0.0.1", 0), echo_lines, quiet());
+    a.workers(2);
+    a.start();
+    expect_refused(a.address(), 1, "fiber server with workers");
+    expect_refused(a.address(), 2, "fiber server with workers");
+    expect_refused(a.address(), 3, "fiber server with workers");
+    EXPECT_EQ(ask(a.address(), "still mine"), "still mine\n");
+  }
+  {
+    StreamServer a(Address("127.0.0.1", 0), echo_lines, quiet());
+    a.start();
+    expect_refused(a.address(), 2, "fiber server without workers");
+  }
+  {
+    Socket other = Socket::tcp();  // another program that opted into SO_REUSEPORT itself
+    other.set_reuse_addr();
+    other.set_reuse_port();
+    other.bind(Address("127.0.0.1", 0));
+    other.listen();
+    expect_refused(other.local_address(), 2, "SO_REUSEPORT listener");
+  }
+}
+
 TEST(StreamServer, ServesOnAPreboundSocket) {
   Socket lst = Socket::tcp();
   lst.bind(Address("127.0.0.1", 0));
