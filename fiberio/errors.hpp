@@ -1,11 +1,14 @@
 // The exceptions fiberio throws. Names follow gevent.
 #pragma once
+#include <exception>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
 namespace fiberio {
 
 class Timeout;
+class GreenletBase;
 
 // A blocking call did not finish in time: get(timeout), a socket timeout, or a Timeout guard.
 class TimeoutError : public std::runtime_error {
@@ -43,5 +46,17 @@ class ClosedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// ---- reporting (gevent's hub.handle_error) ----
+// Replaces this thread's handler for exceptions escaping greenlets and link callbacks (default, or
+// after nullptr: one line on stderr). The handler must not throw; if it does, one line says so.
+void set_error_handler(std::function<void(const GreenletBase&, std::exception_ptr)> handler);
+// "std::runtime_error: boom" for an exception_ptr (what the default error handler prints).
+std::string describe_exception(std::exception_ptr e);
+
+namespace detail {
+// Hands e, which escaped greenlet g (or a link callback run by it), to this thread's error handler.
+void report_error(const GreenletBase& g, std::exception_ptr e) noexcept;
+}  // namespace detail
 
 }  // namespace fiberio

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <type_traits>
 
-#include "fiberio/hub.hpp"
+#include "fiberio/park.hpp"
 #include "fiberio/links.hpp"
 
 namespace fiberio {

@@ -1,13 +1,105 @@
 #include "fiberio/greenlet.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <unordered_set>
 
 namespace fiberio {
 
+namespace detail {
+
+// The greenlets alive on this thread, and the thread-exit unwinding of those left. Built after the
+// thread's hub (hence after Boost.Fiber's per-thread scheduler, which the hub's creation makes), so it
+// is destroyed before that scheduler, while the remaining fibers can still run.
+class ThreadGreenlets {
+ public:
+  std::size_t size() const noexcept { return live_.size(); }
+  void add(GreenletBase* g) {
+    g->registry_index_ = live_.size();
+    live_.push_back(g);
+  }
+  void remove(GreenletBase* g) noexcept {
+    auto i = g->registry_index_;
+    if (i >= live_.size() || live_[i] != g) return;
+    live_[i] = live_.back();
+    live_[i]->registry_index_ = i;
+    live_.pop_back();
+  }
+
+  ~ThreadGreenlets() {
+    auto* hub = Hub::get();
+    if (!hub) return;
+    if (!unwind_all(*hub)) {
+      // Boost.Fiber's scheduler teardown, next, would wait for these fibers forever (spinning).
+      std::fputs("fiberio: ending the process: greenlets that ignore their kill would keep this thread "
+                 "from ever exiting\n",
+                 stderr);
+      std::fflush(nullptr);
+      std::_Exit(EXIT_FAILURE);
+    }
+    if (!boost::fibers::context::active()->is_context(boost::fibers::type::main_context)) {
+      // exit() was called from inside a greenlet. Boost.Fiber can tear a thread's scheduler down only
+      // from the thread's main fiber (from here it would wait forever for this very fiber to end),
+      // and exit() does not tell its status to thread-exit handlers. The other greenlets have been
+      // unwound; end the process now rather than hang.
+      std::fputs("fiberio: exit() called from inside a greenlet: other greenlets were unwound, but atexit "
+                 "handlers and static destructors are skipped and the exit status is lost (exiting with 1); "
+                 "return from main() or call exit() from the main fiber instead\n",
+                 stderr);
+      std::fflush(nullptr);
+      std::_Exit(EXIT_FAILURE);
+    }
+    // The main fiber's greenlet-local values die with the thread: now, while the hub still exists
+    // (Boost.Fiber would free them after its scheduler, where their destructors could not use fiberio).
+    fiber_state().locals.clear();
+  }
+
+ private:
+  // Kills every remaining greenlet once and waits (3 s at most) for them to unwind. False if some did
+  // not (they caught GreenletExit, or block outside fiberio).
+  bool unwind_all(Hub& hub) noexcept {
+    hub.begin_shutdown();
+    auto give_up = Clock::now() + std::chrono::seconds(3);
+    GreenletBase* self = fiber_state().greenlet;  // exit() may be called from a greenlet
+    // Each greenlet is killed once (a second kill could land in the cleanup code the first one
+    // started, even in a destructor). Holding them keeps their addresses from being reused.
+    std::vector<std::shared_ptr<GreenletBase>> killed;
+    std::unordered_set<const GreenletBase*> seen;
+    auto others_alive = [&] { return live_.size() > (self && !self->dead() ? 1u : 0u); };
+    while (others_alive() && Clock::now() < give_up) {
+      try {
+        std::vector<GreenletBase*> now_alive = live_;
+        for (auto* g : now_alive) {
+          if (g == self || !seen.insert(g).second) continue;
+          killed.push_back(g->shared_from_this());
+          g->kill(false);
+        }
+        fiberio::sleep(std::chrono::milliseconds(1));
+      } catch (...) {
+      }
+    }
+    if (!others_alive()) return true;
+    std::fprintf(stderr, "fiberio: %zu greenlet(s) did not unwind within 3 s of being killed at thread exit\n",
+                 live_.size() - (self ? 1 : 0));
+    return false;
+  }
+
+  std::vector<GreenletBase*> live_;
+};
+
+}  // namespace detail
+
 namespace {
 std::atomic<std::uint64_t> g_next_id{1};
+
+detail::ThreadGreenlets& thread_greenlets() {
+  detail::Hub::current();  // first: see ThreadGreenlets
+  static thread_local detail::ThreadGreenlets t;
+  return t;
+}
 
 detail::WaitKind join_kind(detail::Hub* owner) {
   // Joining a greenlet of another thread: that thread will wake us, so it never counts as "stuck".
@@ -100,14 +192,15 @@ void GreenletBase::finish(Status outcome, std::exception_ptr error) noexcept {
     status_ = outcome;
     exception_ = error;
   }
-  if (outcome == Status::Failed) hub_->report_error(*this, error);
+  if (outcome == Status::Failed) detail::report_error(*this, error);
   decltype(links_.take()) callbacks;
   {
     detail::SpinLockGuard lk(lock_);
     callbacks = links_.take();
     joiners_.notify_all();
   }
-  hub_->remove_greenlet(this);
+  thread_greenlets().remove(this);
+  hub_->fiber_finished();
   detail::Links::run(callbacks);
   detail::fiber_state(ctx_).greenlet = nullptr;
 }
@@ -127,6 +220,8 @@ GreenletBase::GreenletBase(MainTag) : GreenletBase() {
   name_ = std::make_unique<std::string>("MainGreenlet");
 }
 
+std::size_t live_greenlets() { return thread_greenlets().size(); }
+
 GreenletRef getcurrent() {
   auto* ctx = boost::fibers::context::active();
   if (auto* g = detail::fiber_state(ctx).greenlet) return GreenletRef(g->shared_from_this());
@@ -137,9 +232,12 @@ GreenletRef getcurrent() {
 }
 
 namespace detail {
+void register_greenlet(GreenletBase* g) { thread_greenlets().add(g); }
+void clean_up_at_thread_exit() { thread_greenlets(); }
+
 void report_callback_error(std::exception_ptr e) noexcept {
-  if (Hub* hub = Hub::get())
-    if (GreenletRef current = getcurrent()) return hub->report_error(current.base(), e);
+  if (Hub::get())
+    if (GreenletRef current = getcurrent()) return report_error(current.base(), e);
   std::string msg = "fiberio: a link callback failed with " + describe_exception(e) + "\n";
   std::fputs(msg.c_str(), stderr);
 }

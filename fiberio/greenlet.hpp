@@ -33,6 +33,9 @@ namespace fiberio {
 
 template <class R>
 class Greenlet;
+namespace detail {
+class ThreadGreenlets;
+}
 
 class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
  public:
@@ -72,7 +75,6 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   void rethrow_if_failed() const;
 
  private:
-  friend class detail::Hub;
   void begin() noexcept;
   // Publishes the outcome (under lock_: joiners on other threads read it), reports a failure, wakes
   // joiners and runs the links.
@@ -88,7 +90,8 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   mutable detail::Spinlock lock_;
   detail::WaitList joiners_;
   detail::Links links_;
-  std::size_t registry_index_ = 0;
+  friend class detail::ThreadGreenlets;
+  std::size_t registry_index_ = 0;  // its place in this thread's live greenlets
 };
 
 template <class Body>
@@ -214,6 +217,11 @@ class Greenlet : public GreenletRef {
 };
 
 namespace detail {
+// This thread's live greenlets (greenlet.cpp): what live_greenlets() counts and thread exit unwinds.
+void register_greenlet(GreenletBase* g);
+// Makes sure thread exit unwinds this thread's greenlets and frees its main fiber's locals.
+void clean_up_at_thread_exit();
+
 template <class R, class Fn>
 Greenlet<R> launch(Fn&& fn) {
   Hub& hub = Hub::current();
@@ -221,7 +229,7 @@ Greenlet<R> launch(Fn&& fn) {
   boost::fibers::fiber f(std::allocator_arg, PooledStack{&hub.stacks()},
                          [st, fn = std::forward<Fn>(fn)]() mutable { st->run_body(fn); });
   f.detach();
-  hub.add_greenlet(st.get());  // only once the fiber exists: a failed spawn leaves no registration
+  register_greenlet(st.get());  // only once the fiber exists: a failed spawn leaves no registration
   return Greenlet<R>(std::move(st));
 }
 }  // namespace detail
@@ -245,6 +253,9 @@ auto spawn_later(Duration delay, F&& f, Args&&... args) {
         return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
       });
 }
+
+// Live greenlets on this thread.
+std::size_t live_greenlets();
 
 // The running greenlet; in a thread's main fiber, that thread's main greenlet (gevent's
 // getcurrent()), which other greenlets of the thread may kill. Empty only in a bare Boost fiber.

@@ -1,19 +1,12 @@
 #include "fiberio/hub.hpp"
 
-#include <cxxabi.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <pthread.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <mutex>
-#include <typeinfo>
-#include <unordered_set>
 
 #include "fiberio/detail/fd_registry.hpp"
-#include "fiberio/greenlet.hpp"
-#include "fiberio/time.hpp"
 
 namespace fiberio {
 namespace detail {
@@ -21,37 +14,6 @@ namespace detail {
 thread_local constinit Hub* t_hub = nullptr;
 
 namespace {
-
-// Destroyed at thread exit before Boost.Fiber's own per-thread scheduler (it is constructed after it),
-// so the remaining fibers are killed and unwound while the scheduler can still run them.
-struct HubShutdown {
-  ~HubShutdown() {
-    if (!t_hub) return;
-    if (!t_hub->shutdown()) {
-      // Boost.Fiber's scheduler teardown, next, would wait for these fibers forever (spinning).
-      std::fputs("fiberio: ending the process: greenlets that ignore their kill would keep this thread "
-                 "from ever exiting\n",
-                 stderr);
-      std::fflush(nullptr);
-      std::_Exit(EXIT_FAILURE);
-    }
-    if (!boost::fibers::context::active()->is_context(boost::fibers::type::main_context)) {
-      // exit() was called from inside a greenlet. Boost.Fiber can tear a thread's scheduler down only
-      // from the thread's main fiber (from here it would wait forever for this very fiber to end),
-      // and exit() does not tell its status to thread-exit handlers. The other greenlets have been
-      // unwound; end the process now rather than hang.
-      std::fputs("fiberio: exit() called from inside a greenlet: other greenlets were unwound, but atexit "
-                 "handlers and static destructors are skipped and the exit status is lost (exiting with 1); "
-                 "return from main() or call exit() from the main fiber instead\n",
-                 stderr);
-      std::fflush(nullptr);
-      std::_Exit(EXIT_FAILURE);
-    }
-    // The main fiber's greenlet-local values die with the thread: now, while the hub still exists
-    // (Boost.Fiber would free them after its scheduler, where their destructors could not use fiberio).
-    if (auto* p = boost::fibers::context::active()->get_properties()) static_cast<FiberState*>(p)->locals.clear();
-  }
-};
 
 void after_fork_in_child() {
   if (t_hub) t_hub->after_fork_child();
@@ -61,147 +23,15 @@ constexpr std::uint32_t kDispatchEvery = 64;  // picks between dispatcher turns 
 constexpr std::uint32_t kReapEvery = 16;      // finished greenlets whose fibers wait to be freed, at most
 }  // namespace
 
-// ---- WaitList ----
-void WaitList::push_back(Waiter& w) noexcept {
-  w.prev = tail_;
-  w.next = nullptr;
-  if (tail_) tail_->next = &w; else head_ = &w;
-  tail_ = &w;
-  w.linked = true;
-  ++size_;
-}
-
-void WaitList::remove(Waiter& w) noexcept {
-  if (!w.linked) return;
-  if (w.prev) w.prev->next = w.next; else head_ = w.next;
-  if (w.next) w.next->prev = w.prev; else tail_ = w.prev;
-  w.prev = w.next = nullptr;
-  w.linked = false;
-  --size_;
-}
-
-bool WaitList::notify_one() noexcept {
-  while (Waiter* w = head_) {
-    remove(*w);
-    // A waiter whose deadline or kill already woke it holds a stale waker: skip to the next one.
-    if (w->waker.wake()) {
-      w->notified = true;
-      return true;
-    }
-  }
-  return false;
-}
-
-void WaitList::notify_all() noexcept {
-  while (notify_one()) {
-  }
-}
-
-// ---- parking ----
-void FiberState::interrupt(std::exception_ptr e) noexcept {
-  if (pending_) return;  // the first interruption wins; it has not been delivered yet
-  if (t_hub) ++t_hub->armed;
-  pending_ = std::move(e);
-  if (parked) parked->waker.wake();
-}
-
-FiberState::~FiberState() {
-  // An undelivered kill (the fiber ended first) must not keep the hub's fast path disarmed.
-  if (pending_ && t_hub) --t_hub->armed;
-}
-
-FiberState& fiber_state(boost::fibers::context* ctx) {
-  auto* p = ctx->get_properties();
-  if (!p) [[unlikely]] {
-    p = new FiberState(ctx);
-    ctx->set_properties(p);
-  }
-  return *static_cast<FiberState*>(p);
-}
-
-void FiberState::deliver() {
-  if (pending_) [[unlikely]] {
-    auto e = std::exchange(pending_, nullptr);
-    if (t_hub) --t_hub->armed;
-    std::rethrow_exception(e);
-  }
-  if (!timeouts_.empty()) {
-    auto now = Clock::now();
-    TimeoutEntry* first = nullptr;
-    for (auto& t : timeouts_)
-      if (!t.fired && t.deadline <= now && (!first || t.deadline < first->deadline)) first = &t;
-    if (first) {
-      first->fired = true;
-      auto ms = std::chrono::duration<double, std::milli>(first->after).count();
-      throw TimeoutError(fmt::format("fiberio::Timeout: timed out after {:g} ms", ms), first->owner);
-    }
-  }
-}
-
-void check_interrupts_slow() {
-  auto* p = boost::fibers::context::active()->get_properties();
-  if (p) static_cast<FiberState*>(p)->deliver();
-}
-
-namespace {
-// park() with or without a lock: `lk` null means the list is this thread's own.
-bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind) {
-  auto* ctx = boost::fibers::context::active();
-  FiberState& st = fiber_state(ctx);
-  st.deliver();
-  Deadline wake_at = std::min(deadline, st.earliest_timeout());
-  if (deadline != kNoDeadline && deadline <= Clock::now()) return false;
-  Hub& hub = Hub::current();
-  Waiter w;
-  w.waker = ctx->create_waker();
-  list.push_back(w);
-  st.parked = &w;
-  hub.count_wait(kind, +1);
-  // `lk` is released before the switch, not after it as Boost.Fiber does for fibers that may migrate
-  // between threads: a fiberio fiber never migrates, and a wake-up from another thread only queues it
-  // for this thread's dispatcher, which cannot run before this fiber has suspended. Boost's own
-  // hand-off lock is a dummy it unlocks after the switch.
-  if (lk) lk->unlock();
-  boost::fibers::detail::spinlock unused;
-  boost::fibers::detail::spinlock_lock handoff(unused, std::adopt_lock);
-  if (wake_at == kNoDeadline)
-    ctx->suspend(handoff);
-  else
-    ctx->wait_until(wake_at, handoff, boost::fibers::waker(w.waker));
-  if (lk) lk->lock();
-  hub.count_wait(kind, -1);
-  st.parked = nullptr;
-  list.remove(w);
-  if (w.notified) return true;
-  st.deliver();
-  return false;
-}
-}  // namespace
-
-bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind) {
-  return park_on(list, &lk, deadline, kind);
-}
-
-bool park(WaitList& list, Deadline deadline, WaitKind kind) { return park_on(list, nullptr, deadline, kind); }
-
-void park_until(Deadline deadline) {
-  Spinlock s;
-  SpinLockGuard lk(s);
-  WaitList list;
-  while (Clock::now() < deadline) park(list, lk, deadline);
-}
-
 // ---- Hub ----
 Hub& Hub::create() {
-  // Touching Boost.Fiber first creates its per-thread scheduler before our HubShutdown below, so
-  // thread-exit destroys HubShutdown first (reverse order of construction).
+  // Touching Boost.Fiber first creates its per-thread scheduler, so that anything per-thread built
+  // after the hub (greenlet.cpp's thread-exit unwinding) is destroyed before that scheduler.
   auto* active = boost::fibers::context::active();
   auto* hub = new Hub();
   if (active->is_context(boost::fibers::type::main_context)) hub->main_ctx_ = active;
   t_hub = hub;
   active->get_scheduler()->set_algo(hub);  // the scheduler owns the hub from here on
-  static thread_local HubShutdown shutdown_at_thread_exit;
-  (void)shutdown_at_thread_exit;
   static std::once_flag fork_once;
   std::call_once(fork_once, [] { ::pthread_atfork(nullptr, nullptr, after_fork_in_child); });
   install_overflow_reporter(&hub->stacks_);
@@ -427,59 +257,6 @@ void Hub::read_mail() noexcept {
     if (FdState* st = known_fd(fds[k]); st && st->stale()) forget_fd(fds[k]);
 }
 
-void Hub::add_greenlet(GreenletBase* g) noexcept {
-  g->registry_index_ = greenlets_.size();
-  greenlets_.push_back(g);
-}
-
-void Hub::remove_greenlet(GreenletBase* g) noexcept {
-  // Called as the greenlet finishes: its fiber terminates next, and only the dispatcher frees a
-  // terminated fiber (its stack goes back to the pool then). Bound how many wait for that.
-  ++finished_since_dispatch_;
-  auto i = g->registry_index_;
-  if (i >= greenlets_.size() || greenlets_[i] != g) return;
-  greenlets_[i] = greenlets_.back();
-  greenlets_[i]->registry_index_ = i;
-  greenlets_.pop_back();
-}
-
-void Hub::report_error(const GreenletBase& g, std::exception_ptr e) noexcept {
-  try {
-    if (error_handler_) return error_handler_(g, e);
-    std::string msg = fmt::format("fiberio: {} failed with {}\n", g.name(), describe_exception(e));
-    std::fputs(msg.c_str(), stderr);
-  } catch (...) {
-    std::fputs("fiberio: a greenlet failed, and reporting it failed too\n", stderr);
-  }
-}
-
-bool Hub::shutdown() noexcept {
-  shutting_down_ = true;
-  auto give_up = Clock::now() + std::chrono::seconds(3);
-  GreenletBase* self = fiber_state().greenlet;  // exit() may be called from a greenlet
-  // Each greenlet is killed once (a second kill could land in the cleanup code the first one started,
-  // even in a destructor). Holding them keeps their addresses from being reused by new greenlets.
-  std::vector<std::shared_ptr<GreenletBase>> killed;
-  std::unordered_set<const GreenletBase*> seen;
-  auto others_alive = [&] { return greenlets_.size() > (self && self->hub_ == this && !self->dead() ? 1u : 0u); };
-  while (others_alive() && Clock::now() < give_up) {
-    try {
-      std::vector<GreenletBase*> now_alive = greenlets_;
-      for (auto* g : now_alive) {
-        if (g == self || !seen.insert(g).second) continue;
-        killed.push_back(g->shared_from_this());
-        g->kill(false);
-      }
-      sleep(std::chrono::milliseconds(1));
-    } catch (...) {
-    }
-  }
-  if (!others_alive()) return true;
-  std::fprintf(stderr, "fiberio: %zu greenlet(s) did not unwind within 3 s of being killed at thread exit\n",
-               greenlets_.size() - (self ? 1 : 0));
-  return false;
-}
-
 void Hub::after_fork_child() noexcept {
   std::vector<Poller::Registration> regs;
   for (FdState* st : fds_)
@@ -491,30 +268,4 @@ void Hub::after_fork_child() noexcept {
 }  // namespace detail
 
 std::uint64_t hub_switches() { return detail::Hub::current().switches(); }
-std::size_t live_greenlets() { return detail::Hub::current().live_greenlets(); }
-void set_error_handler(std::function<void(const GreenletBase&, std::exception_ptr)> handler) {
-  detail::Hub::current().set_error_handler(std::move(handler));
-}
-
-std::string describe_exception(std::exception_ptr e) {
-  if (!e) return "no exception";
-  auto demangle = [](const char* name) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-    std::string s = status == 0 && d ? d : name;
-    std::free(d);
-    return s;
-  };
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return demangle(typeid(ex).name()) + ": " + ex.what();
-  } catch (const GreenletExit& ex) {
-    return ex.what();
-  } catch (...) {
-    auto* t = abi::__cxa_current_exception_type();
-    return t ? demangle(t->name()) : std::string("unknown exception");
-  }
-}
-
 }  // namespace fiberio

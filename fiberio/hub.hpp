@@ -1,10 +1,8 @@
-// The hub: one per OS thread, created on first use. It is a Boost.Fiber scheduling algorithm —
-// round-robin over ready fibers; when none is ready it waits in the Poller (epoll) until the earliest
-// timer deadline, an fd event, or a cross-thread wake-up (notify(), the only cross-thread entry).
-//
-// Everything that blocks in fiberio funnels through detail::park(): a fiber enqueues a Waiter on a
-// WaitList and suspends; notify_one/notify_all, its deadline, kill() or a Timeout guard wake it. That
-// single funnel is what makes kill() and Timeout work at every suspension point.
+// The hub: one per OS thread, created on first use. It schedules and polls, nothing else: it is a
+// Boost.Fiber scheduling algorithm — round-robin over ready fibers; when none is ready it waits in the
+// Poller (epoll) until the earliest timer deadline, an fd event, or a cross-thread wake-up (notify(),
+// the only cross-thread entry besides post_forget()). Fibers block through park() (park.hpp); fds are
+// watched through wait_fd, their lifetime across threads is FdRegistry's (detail/fd_registry.hpp).
 //
 // Thread exit (including returning from main): the hub kills every greenlet still alive, once, and
 // waits up to 3 s for them to unwind (their destructors and catch blocks run; a cleanup may block
@@ -15,8 +13,6 @@
 #pragma once
 #include <boost/fiber/algo/algorithm.hpp>
 #include <boost/fiber/context.hpp>
-#include <boost/fiber/detail/spinlock.hpp>
-#include <boost/fiber/properties.hpp>
 #include <boost/fiber/scheduler.hpp>
 
 #include <array>
@@ -24,178 +20,16 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <thread>
-#include <unordered_map>
 #include <vector>
 
+#include "fiberio/clock.hpp"
 #include "fiberio/errors.hpp"
+#include "fiberio/park.hpp"
 #include "fiberio/poller.hpp"
 #include "fiberio/stack.hpp"
 
 namespace fiberio {
-
-using Clock = std::chrono::steady_clock;
-using Duration = Clock::duration;
-// Every wait takes std::optional<Duration>: empty means "no timeout".
-using OptDuration = std::optional<Duration>;
-
-class GreenletBase;
-
 namespace detail {
-
-using Deadline = Clock::time_point;
-inline constexpr Deadline kNoDeadline = Deadline::max();
-inline Deadline deadline_after(const OptDuration& d) {
-  if (!d) return kNoDeadline;
-  if (*d <= Duration::zero()) return Clock::now();
-  auto now = Clock::now();
-  return (*d >= kNoDeadline - now) ? kNoDeadline : now + *d;
-}
-
-// The lock guarding fiberio's wait lists and objects; may be taken from any thread.
-// Not Boost.Fiber's spinlock: its lock() reserves a ~5 KiB stack frame (for a std::random_device
-// used on first contention), so every call from a fiber could touch a second page of the fiber's
-// stack, and in a shared library it also calls __tls_get_addr each time.
-class Spinlock {
- public:
-  void lock() noexcept {
-    for (unsigned spins = 0;;) {
-      if (!locked_.exchange(true, std::memory_order_acquire)) return;
-      while (locked_.load(std::memory_order_relaxed)) {
-        // Held by another thread (critical sections are short): spin a little, then let the holder
-        // run — on a busy machine it may have been preempted.
-        if (++spins < 128) relax();
-        else std::this_thread::yield();
-      }
-    }
-  }
-  bool try_lock() noexcept {
-    return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  static void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-  }
-  std::atomic<bool> locked_{false};
-};
-using SpinLockGuard = std::unique_lock<Spinlock>;
-
-// A fiber parked on a WaitList. Lives on the parked fiber's stack.
-struct Waiter {
-  boost::fibers::waker waker;
-  Waiter* prev = nullptr;
-  Waiter* next = nullptr;
-  bool linked = false;
-  bool notified = false;
-};
-
-// Intrusive FIFO of parked fibers. Not synchronized itself: guarded by the lock passed to park().
-class WaitList {
- public:
-  bool empty() const noexcept { return head_ == nullptr; }
-  Waiter* front() const noexcept { return head_; }
-  std::size_t size() const noexcept { return size_; }
-  void push_back(Waiter& w) noexcept;
-  void remove(Waiter& w) noexcept;
-  // Wakes the longest-waiting fiber; false if none was waiting.
-  bool notify_one() noexcept;
-  void notify_all() noexcept;
-
- private:
-  Waiter* head_ = nullptr;
-  Waiter* tail_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-// What a parked fiber waits for, so the hub can tell whether anything could ever wake it (LoopExit).
-enum class WaitKind {
-  Local,     // only a fiber of this hub can wake it (Queue, Lock, join...)
-  External,  // another thread may wake it (Event, AsyncResult, cross-thread join)
-  Fd,        // an fd event wakes it
-};
-
-// Parks the running fiber on `list` until notified, `deadline` passes, it is killed, or an enclosing
-// Timeout guard expires. `lk` is held on entry and on return (released while parked).
-// Returns true if notified, false if `deadline` passed. Throws GreenletExit / TimeoutError / LoopExit.
-// A notification always wins: if the fiber was notified it returns true, and a pending kill or
-// expired Timeout is delivered at its next suspension point instead — no hand-off is ever lost.
-bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local);
-// The same for a list only this thread touches (the hub's fd lists): no lock.
-bool park(WaitList& list, Deadline deadline, WaitKind kind);
-
-// Parks with nothing to wait for but the deadline (sleep). Throws as park().
-void park_until(Deadline deadline);
-
-class Hub;
-// The calling thread's hub, or null. constinit: other translation units read it directly, without a
-// TLS wrapper call (it sits on the yield / spawn fast paths).
-extern thread_local constinit Hub* t_hub;
-
-// Throws the running fiber's pending kill or expired Timeout, if any. Cheap; called at every
-// suspension point. Inline fast path: nothing is armed on this hub (no pending kill, no Timeout).
-void check_interrupts_slow();
-inline void check_interrupts();
-
-// A Timeout guard registered on the running fiber.
-struct TimeoutEntry {
-  Deadline deadline;
-  Duration after;
-  const Timeout* owner;
-  bool fired;
-};
-
-// Per-fiber state, attached to each Boost.Fiber context (main fiber included) on first use. Only the
-// fiber's own thread touches it. Interruptions have one way in (interrupt) and one way out (deliver);
-// Timeout guards are kept by fiberio::Timeout (time.cpp) through the members below.
-class FiberState : public boost::fibers::fiber_properties {
- public:
-  explicit FiberState(boost::fibers::context* ctx) : fiber_properties(ctx) {}
-  ~FiberState() override;
-  GreenletBase* greenlet = nullptr;  // null for the main fiber
-  Waiter* parked = nullptr;          // set while parked: interrupt() wakes it through this
-  std::unordered_map<const void*, std::shared_ptr<void>> locals;  // fiberio::local<T> storage
-
-  // Makes e (GreenletExit, LoopExit) pending: the fiber's next suspension point throws it; wakes the
-  // fiber if it is parked. From another fiber of this thread (kill), or from the fiber itself to hand
-  // back a kill it caught where it could not act on it (detail::Interruption). A first kill wins.
-  void interrupt(std::exception_ptr e) noexcept;
-  // Throws the pending interruption, or the earliest expired Timeout guard, if any. Called by the
-  // fiber itself at every suspension point.
-  void deliver();
-  Deadline earliest_timeout() const noexcept {
-    Deadline d = kNoDeadline;
-    for (auto& t : timeouts_)
-      if (!t.fired && t.deadline < d) d = t.deadline;
-    return d;
-  }
-
-  // ---- Timeout guards (defined in time.cpp) ----
-  void add_timeout(const Timeout* owner, Duration after);
-  void remove_timeout(const Timeout* owner) noexcept;
-  bool timeout_fired(const Timeout* owner) const noexcept;
-  // True if any guard of this fiber has fired (its TimeoutError is the caller's, not an operation's).
-  bool any_timeout_fired() const noexcept;
-  // The guard of this fiber that threw e, if e came from one that fired; else null.
-  const Timeout* fired_source(const TimeoutError& e) const noexcept;
-  // Makes a fired guard expire again at the next suspension point (it is still past its deadline).
-  void refire(const Timeout* owner) noexcept;
-
- private:
-  std::exception_ptr pending_;  // counted in the hub's `armed` while set
-  std::vector<TimeoutEntry> timeouts_;
-};
-
-FiberState& fiber_state(boost::fibers::context* ctx = boost::fibers::context::active());
 
 // Per-fd registration. Touched only by its hub's thread, so nothing here is atomic or locked.
 // The hub's table holds one reference and every fiber waiting on the fd another: forget_fd() during a
@@ -225,7 +59,6 @@ enum class Io { Read, Write };
 enum class FdWait { Ready, TimedOut, Closed, NotPollable };
 
 class Hub final : public boost::fibers::algo::algorithm {
-  friend class fiberio::GreenletBase;
  public:
   // The calling thread's hub, created (and installed as its Boost.Fiber scheduler) on first use.
   static Hub& current() {
@@ -280,14 +113,11 @@ class Hub final : public boost::fibers::algo::algorithm {
     return st && st->read_drained;
   }
 
-  // Greenlet bookkeeping.
-  void add_greenlet(GreenletBase* g) noexcept;
-  void remove_greenlet(GreenletBase* g) noexcept;
-  std::size_t live_greenlets() const noexcept { return greenlets_.size(); }
-
-  using ErrorHandler = std::function<void(const GreenletBase&, std::exception_ptr)>;
-  void set_error_handler(ErrorHandler h) { error_handler_ = std::move(h); }
-  void report_error(const GreenletBase& g, std::exception_ptr e) noexcept;
+  // A greenlet finished: its fiber terminates next, and only the dispatcher frees a terminated fiber
+  // (its stack goes back to the pool then). The hub bounds how many wait for that.
+  void fiber_finished() noexcept { ++finished_since_dispatch_; }
+  // Thread exit has begun (greenlet.cpp unwinds the greenlets left): never raise LoopExit now.
+  void begin_shutdown() noexcept { shutting_down_ = true; }
 
   std::uint64_t switches() const noexcept { return switches_; }
   void count_wait(WaitKind k, int delta) noexcept;
@@ -295,9 +125,6 @@ class Hub final : public boost::fibers::algo::algorithm {
   // check_interrupts() has nothing to look at and returns at once.
   std::size_t armed = 0;
 
-  // Kills every remaining greenlet and waits (3 s at most) for them to unwind. Run at thread exit.
-  // False if some did not (they caught GreenletExit, or block outside fiberio).
-  bool shutdown() noexcept;
   void after_fork_child() noexcept;
 
  private:
@@ -323,9 +150,7 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::vector<Poller::Ready> events_;
   std::vector<FdState*> fds_;  // indexed by fd; null: not registered
   std::uint32_t next_generation_ = 1;
-  std::vector<GreenletBase*> greenlets_;
   boost::fibers::context* main_ctx_ = nullptr;
-  ErrorHandler error_handler_;
   std::atomic<bool> notified_{false};
   // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
   void read_mail() noexcept;
@@ -359,11 +184,6 @@ inline void check_interrupts() {
 
 // Number of fiber switches this thread's hub has made (diagnostics; tests use it to prove yielding).
 std::uint64_t hub_switches();
-// Live greenlets on this thread's hub.
-std::size_t live_greenlets();
-// Replaces this thread's handler for exceptions escaping greenlets (default: print to stderr).
-void set_error_handler(std::function<void(const GreenletBase&, std::exception_ptr)> handler);
-// "std::runtime_error: boom" for an exception_ptr (what the default error handler prints).
-std::string describe_exception(std::exception_ptr e);
 
 }  // namespace fiberio
+

@@ -1,6 +1,7 @@
 #include "fiberio/io.hpp"
 
 #include "fiberio/detail/fd_registry.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>

@@ -17,7 +17,7 @@
 //   before reading, instead of first collecting an EAGAIN (Hub::note_drained; nginx does the same).
 //   A hang-up, error or urgent data seen on the fd turns this off for it. wait_read itself is unchanged.
 #pragma once
-#include "fiberio/hub.hpp"
+#include "fiberio/clock.hpp"
 
 namespace fiberio {
 

@@ -17,7 +17,8 @@ std::uint64_t next_local_id() noexcept {
 }
 
 void arm_local_cleanup(FiberState& st) {
-  if (!st.greenlet || st.locals.count(&kCleanupArmed)) return;
+  if (!st.greenlet) return clean_up_at_thread_exit();  // the main fiber's: freed at thread exit
+  if (st.locals.count(&kCleanupArmed)) return;
   st.locals.emplace(&kCleanupArmed, nullptr);
   auto* ctx = boost::fibers::context::active();
   // A finishing greenlet runs its links on its own fiber, so the values die there, deterministically,

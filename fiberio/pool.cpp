@@ -1,4 +1,5 @@
 #include "fiberio/pool.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fmt/format.h>
 

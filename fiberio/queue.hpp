@@ -35,7 +35,7 @@
 
 #include <fmt/format.h>
 
-#include "fiberio/hub.hpp"
+#include "fiberio/park.hpp"
 #include "fiberio/sync.hpp"
 
 namespace fiberio {
@@ -69,33 +69,7 @@ struct HandOff {
 };
 
 template <class T>
-class HandOffList {
- public:
-  bool empty() const noexcept { return head_ == nullptr; }
-  std::size_t size() const noexcept { return size_; }
-  HandOff<T>* front() const noexcept { return head_; }
-  void push_back(HandOff<T>& h) noexcept {
-    h.prev = tail_;
-    h.next = nullptr;
-    if (tail_) tail_->next = &h; else head_ = &h;
-    tail_ = &h;
-    h.linked = true;
-    ++size_;
-  }
-  void remove(HandOff<T>& h) noexcept {
-    if (!h.linked) return;
-    if (h.prev) h.prev->next = h.next; else head_ = h.next;
-    if (h.next) h.next->prev = h.prev; else tail_ = h.prev;
-    h.prev = h.next = nullptr;
-    h.linked = false;
-    --size_;
-  }
-
- private:
-  HandOff<T>* head_ = nullptr;
-  HandOff<T>* tail_ = nullptr;
-  std::size_t size_ = 0;
-};
+using HandOffList = IntrusiveList<HandOff<T>>;
 
 // Unlinks a waiter however its wait ends (served, timed out, killed). The queue lock must be held,
 // which it is: park() returns and throws with it held.

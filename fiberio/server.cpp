@@ -1,4 +1,5 @@
 #include "fiberio/server.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fmt/format.h>
 #include <netinet/in.h>

@@ -1,4 +1,5 @@
 #include "fiberio/signal.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>

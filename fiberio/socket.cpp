@@ -1,4 +1,5 @@
 #include "fiberio/socket.hpp"
+#include "fiberio/hub.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>

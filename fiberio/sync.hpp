@@ -26,7 +26,7 @@
 #include <cstddef>
 #include <stdexcept>
 
-#include "fiberio/hub.hpp"
+#include "fiberio/park.hpp"
 
 namespace fiberio {
 

@@ -1,4 +1,5 @@
 #include "fiberio/time.hpp"
+#include "fiberio/hub.hpp"
 
 #include <boost/context/detail/exception.hpp>
 

@@ -3,7 +3,7 @@
 #include <functional>
 #include <utility>
 
-#include "fiberio/hub.hpp"
+#include "fiberio/park.hpp"
 
 namespace fiberio {
 

@@ -1,4 +1,5 @@
 #include "fiberio/wait.hpp"
+#include "fiberio/hub.hpp"
 
 #include <algorithm>
 
