@@ -24,7 +24,7 @@
 #include <vector>
 
 #include <fiberio/fiberio.hpp>
-#include <patched/patched.hpp>
+#include <fiberio/patched.hpp>
 
 namespace {
 

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include <fiberio/fiberio.hpp>
-#include <patched/patched.hpp>
+#include <fiberio/patched.hpp>
 
 using namespace std::chrono_literals;
 

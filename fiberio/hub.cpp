@@ -267,5 +267,6 @@ void Hub::after_fork_child() noexcept {
 
 }  // namespace detail
 
+void ensure_hub() { detail::Hub::current(); }
 std::uint64_t hub_switches() { return detail::Hub::current().switches(); }
 }  // namespace fiberio

@@ -152,13 +152,6 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::uint32_t next_generation_ = 1;
   boost::fibers::context* main_ctx_ = nullptr;
   std::atomic<bool> notified_{false};
-  // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
-  void read_mail() noexcept;
-  Spinlock mail_lock_;
-  std::array<int, 64> mail_{};
-  std::size_t mail_count_ = 0;
-  bool mail_overflow_ = false;
-  std::atomic<bool> has_mail_{false};
   std::size_t external_waiters_ = 0;
   std::size_t fd_waiters_ = 0;
   std::uint64_t switches_ = 0;
@@ -172,6 +165,14 @@ class Hub final : public boost::fibers::algo::algorithm {
   bool busy_dispatch_ = false;  // the dispatcher's turn came while fibers were ready: poll fds then
   std::uint32_t finished_since_dispatch_ = 0;  // their fibers await the dispatcher, which frees them
   bool shutting_down_ = false;
+  // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
+  // Last: cold, and kept off the cache lines the scheduling fields above share.
+  void read_mail() noexcept;
+  Spinlock mail_lock_;
+  std::atomic<bool> has_mail_{false};
+  bool mail_overflow_ = false;
+  std::size_t mail_count_ = 0;
+  std::array<int, 64> mail_{};
 };
 
 inline void check_interrupts() {
@@ -182,6 +183,9 @@ inline void check_interrupts() {
 
 }  // namespace detail
 
+// Creates the calling thread's hub now, if it has none (it is otherwise created on first use): for
+// code that must have it before a measurement, a fork, or counting fds.
+void ensure_hub();
 // Number of fiber switches this thread's hub has made (diagnostics; tests use it to prove yielding).
 std::uint64_t hub_switches();
 

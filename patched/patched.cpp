@@ -1,4 +1,4 @@
-#include "patched/patched.hpp"
+#include "fiberio/patched.hpp"
 
 #include <dlfcn.h>
 
@@ -6,6 +6,7 @@
 
 #include "fiberio/detail/shim_interface.hpp"
 #include "patched/mode.hpp"
+#include "patched/real.hpp"
 #include "patched/private_copy.hpp"
 
 namespace fiberio::patched {

@@ -9,7 +9,7 @@
 
 #include <atomic>
 
-namespace fiberio::patched::real {
+namespace fiberio::patched::original {
 
 namespace {
 // Set while this thread is inside dlsym: a shim reached from there must not look anything up again.
@@ -319,4 +319,4 @@ int gethostbyname2_r(const char* name, int af, hostent* ret, char* buf, size_t b
 
 void* resolved(const char* name) noexcept { return ::dlsym(RTLD_DEFAULT, name); }
 
-}  // namespace fiberio::patched::real
+}  // namespace fiberio::patched::original

@@ -22,8 +22,10 @@ echo "== installed files"
 shims=$(find "$work/prefix" -name libfiberio_patched.so)
 test -n "$shims" || { echo "libfiberio_patched.so not installed"; exit 1; }
 lib=$(dirname "$shims")
-test -f "$work/prefix/include/patched/patched.hpp" || { echo "include/patched/patched.hpp not installed"; exit 1; }
+test -f "$work/prefix/include/fiberio/patched.hpp" || { echo "include/fiberio/patched.hpp not installed"; exit 1; }
 test -f "$work/prefix/include/fiberio/fiberio.hpp" || { echo "include/fiberio/fiberio.hpp not installed"; exit 1; }
+test ! -e "$work/prefix/include/fiberio/detail" || { echo "internal headers (fiberio/detail) were installed"; exit 1; }
+test ! -e "$work/prefix/include/patched" || { echo "include/patched/ was installed (the shims' header is fiberio/patched.hpp)"; exit 1; }
 if [ -f "$lib/libfiberio.a" ]; then
   echo "static build (FIBERIO_SHARED=OFF)"
 else

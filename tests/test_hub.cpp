@@ -14,7 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "leak_check.hpp"
+#include "support/leak_check.hpp"
+#include "support/child.hpp"
 #include "support/pipe.hpp"
 #include "watchdog.hpp"
 
@@ -35,78 +36,9 @@ struct Marker {
   }
 };
 
-// A fork()ed child running fn; the parent collects its stdout, stderr and exit status, and kills it
-// if it has not exited within `limit` (a hang shows as timed_out).
-struct ChildResult {
-  int status = 0;
-  bool timed_out = false;
-  std::string out, err;
-  bool exited_ok() const { return !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
-  std::string describe() const {
-    return "timed_out=" + std::to_string(timed_out) + " status=" + std::to_string(status) + "\nstdout:\n" + out +
-           "\nstderr:\n" + err;
-  }
-};
-
-template <class Fn>
-ChildResult run_child(Fn fn, std::chrono::seconds limit = std::chrono::seconds(15)) {
-  int out[2], err[2];
-  if (::pipe(out) != 0 || ::pipe(err) != 0) throw std::runtime_error("pipe");
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork");
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    int rc = fn();
-    std::fflush(nullptr);
-    std::exit(rc);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  ChildResult res;
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  int open_pipes = 2;
-  while (open_pipes > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= 0ms) {
-      res.timed_out = true;
-      break;
-    }
-    // A plain poll(): the parent must not depend on the hub it is testing.
-    if (::poll(fds, 2, static_cast<int>(left.count())) < 0) continue;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        (i == 0 ? res.out : res.err).append(buf, static_cast<std::size_t>(n));
-      } else {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_pipes;
-      }
-    }
-  }
-  if (res.timed_out) ::kill(pid, SIGKILL);
-  for (auto& f : fds)
-    if (f.fd >= 0) ::close(f.fd);
-  // The pipes closed: the child is exiting. Still bound the wait.
-  while (::waitpid(pid, &res.status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      res.timed_out = true;
-      ::kill(pid, SIGKILL);
-    }
-    std::this_thread::sleep_for(1ms);
-  }
-  return res;
-}
-
-bool has_line(const std::string& text, const std::string& line) {
-  return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
-}
+using fiberio_test::ChildResult;
+using fiberio_test::has_line;
+using fiberio_test::run_child;
 
 // Spawns greenlets blocked every way the core offers; each prints its marker when unwound.
 void spawn_blocked_greenlets(Pipe& never_written, bool with_unstarted = true) {
@@ -355,116 +287,6 @@ TEST(ProgramExit, MainFiberLocalsDieWhileTheHubStillWorks) {
 }
 
 // ---- fork ----
-
-TEST(Fork, ChildKeepsUsingFiberioAndParentKeepsItsEvents) {
-  Pipe to_parent, to_child;
-  // Register both read ends with this hub before forking, so both processes inherit the registrations.
-  EXPECT_THROW(fiberio::wait_read(to_parent.r, 1ms), fiberio::TimeoutError);
-  EXPECT_THROW(fiberio::wait_read(to_child.r, 1ms), fiberio::TimeoutError);
-  auto ticker = fiberio::spawn([] { fiberio::sleep(3600s); });  // a parent greenlet, alive across fork
-  fiberio::yield();
-
-  int parent_w = to_parent.w, child_r = to_child.r;
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int rc = 0;
-    try {
-      // sleep and spawn still work in the child
-      auto g = fiberio::spawn([] {
-        fiberio::sleep(5ms);
-        return 7;
-      });
-      if (g.get() != 7) rc = 10;
-      // the child waits on its own pipe end; the parent writes to it
-      fiberio::wait_read(child_r, 10s);
-      char c;
-      if (::read(child_r, &c, 1) != 1 || c != 'p') rc = 11;
-      // and answers
-      if (::write(parent_w, "c", 1) != 1) rc = 12;
-    } catch (...) {
-      rc = 13;
-    }
-    std::fflush(nullptr);
-    ::_exit(rc);
-  }
-  // Parent: both sides must see their own events.
-  ASSERT_EQ(::write(to_child.w, "p", 1), 1);
-  bool parent_woke = true;
-  try {
-    fiberio::wait_read(to_parent.r, 10s);
-  } catch (const fiberio::TimeoutError&) {
-    parent_woke = false;
-  }
-  EXPECT_TRUE(parent_woke);
-  char c = 0;
-  EXPECT_EQ(::read(to_parent.r, &c, 1), 1);
-  EXPECT_EQ(c, 'c');
-  int status = 0;
-  for (int i = 0; i < 10000 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) fiberio::sleep(1ms);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  ticker.kill();
-}
-
-TEST(Fork, ChildDoesNotStealParentsWakeups) {
-  // The child keeps polling while the parent's registered fd becomes ready. Were the epoll instance
-  // shared, the child's poll could consume the parent's (edge-triggered) event.
-  Pipe p;
-  EXPECT_THROW(fiberio::wait_read(p.r, 1ms), fiberio::TimeoutError);
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    try {
-      for (int i = 0; i < 200; ++i) fiberio::sleep(1ms);
-    } catch (...) {
-    }
-    ::_exit(0);
-  }
-  fiberio::sleep(20ms);
-  ASSERT_EQ(::write(p.w, "x", 1), 1);
-  EXPECT_NO_THROW(fiberio::wait_read(p.r, 2s));
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-// ---- stack overflow ----
-
-namespace {
-[[gnu::noinline]] int recurse(int depth) {
-  volatile char frame[256];
-  frame[0] = static_cast<char>(depth);
-  return depth > 1'000'000'000 ? frame[0] : recurse(depth + 1) + frame[0];
-}
-}  // namespace
-
-TEST(StackOverflow, DeepRecursionDiesWithMessage) {
-  auto res = run_child([] {
-    auto g = fiberio::spawn([] { return recurse(0); });
-    return g.get() == 42 ? 0 : 1;
-  });
-  EXPECT_FALSE(res.timed_out);
-  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
-  if (WIFSIGNALED(res.status)) {
-    EXPECT_EQ(WTERMSIG(res.status), SIGSEGV);
-  }
-  EXPECT_NE(res.err.find("fiber stack overflow"), std::string::npos) << res.describe();
-}
-
-TEST(StackOverflow, OrdinarySegfaultIsNotReportedAsOverflow) {
-  auto res = run_child([] {
-    fiberio::spawn([] {
-      static volatile std::uintptr_t bad_address = 16;  // opaque to the compiler
-      *reinterpret_cast<volatile int*>(bad_address) = 1;
-    }).join();
-    return 0;
-  });
-  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
-  EXPECT_EQ(res.err.find("stack overflow"), std::string::npos) << res.describe();
-}
-
-// ---- misc ----
 
 TEST(Hub, ErrorHandlerIsPerThread) {
   int here = 0;

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "leak_check.hpp"
+#include "support/leak_check.hpp"
 #include "support/pipe.hpp"
 #include "watchdog.hpp"
 
@@ -20,7 +20,7 @@ using fiberio::Clock;
 using fiberio_test::Pipe;
 
 TEST(FdWait, ReadWriteTimeoutAndNoLeak) {
-  fiberio::detail::Hub::current();  // the hub's own epoll and eventfd are not a leak
+  fiberio::ensure_hub();  // the hub's own epoll and eventfd are not a leak
   auto fds_before = fiberio_test::count_fds();
   {
     Pipe p;

@@ -8,7 +8,7 @@
 #include <mutex>
 #include <thread>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -116,7 +116,7 @@ Outcome fetch(int port, int i) {
 
 TEST(PatchedCurl, TwentyBlockingFetchesFinishInAboutOneDelay) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
   LeakCheck leaks;
   {

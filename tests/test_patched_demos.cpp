@@ -5,7 +5,7 @@
 #include <regex>
 #include <sstream>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -21,7 +21,7 @@ std::string demo(const char* name) {
 
 TEST(PatchedDemos, BlockingEchoServerServes200ConcurrentClientsAndStopsOnCtrlC) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   TempDir dir;
   std::string log = dir.path + "/server.log";
   int port = free_port();
@@ -89,7 +89,7 @@ TEST(PatchedDemos, BlockingEchoServerServes200ConcurrentClientsAndStopsOnCtrlC) 
 
 TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   TempDir dir;
   std::string log = dir.path + "/out";
   Child run({demo("sleep_stall")}, log);

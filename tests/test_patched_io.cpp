@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "support/interrupts.hpp"
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -41,7 +41,7 @@ bool user_nonblocking(int fd) { return ::fcntl(fd, F_GETFL) & O_NONBLOCK; }
 }  // namespace
 
 TEST(PatchedIo, BlockingReadParksOnlyTheFiberAndLooksBlocking) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -69,7 +69,7 @@ TEST(PatchedIo, BlockingReadParksOnlyTheFiberAndLooksBlocking) {
 }
 
 TEST(PatchedIo, UserNonblockingFdKeepsEagain) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     char buf[8];
@@ -133,7 +133,7 @@ TEST(PatchedIo, UserNonblockingFdKeepsEagain) {
 }
 
 TEST(PatchedIo, SoRcvtimeoAndSoSndtimeoAreHonoured) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -175,7 +175,7 @@ TEST(PatchedIo, SoRcvtimeoAndSoSndtimeoAreHonoured) {
 }
 
 TEST(PatchedIo, BlockingWriteSendsEverythingWhileAReaderDrains) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -214,7 +214,7 @@ TEST(PatchedIo, BlockingWriteSendsEverythingWhileAReaderDrains) {
 }
 
 TEST(PatchedIo, ManyFibersAcceptOnOneListener) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Listener l;
@@ -239,7 +239,7 @@ TEST(PatchedIo, ManyFibersAcceptOnOneListener) {
 }
 
 TEST(PatchedIo, CloseWakesAWaitingFiberWithEbadf) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     int sv[2];
@@ -264,7 +264,7 @@ TEST(PatchedIo, CloseWakesAWaitingFiberWithEbadf) {
 }
 
 TEST(PatchedIo, ShutdownWakesReaderWithEofAndAcceptorWithEinval) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -293,7 +293,7 @@ TEST(PatchedIo, ShutdownWakesReaderWithEofAndAcceptorWithEinval) {
 }
 
 TEST(PatchedIo, DupSharesTheViewAndDup2OntoAWaitedFdWakesIt) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p, q;
@@ -329,7 +329,7 @@ TEST(PatchedIo, DupSharesTheViewAndDup2OntoAWaitedFdWakesIt) {
 }
 
 TEST(PatchedIo, ErrnoIsPreservedAcrossTheSwitch) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -359,7 +359,7 @@ TEST(PatchedIo, ErrnoIsPreservedAcrossTheSwitch) {
 }
 
 TEST(PatchedIo, RegularFilesPassThrough) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     TempDir dir;
@@ -379,7 +379,7 @@ TEST(PatchedIo, RegularFilesPassThrough) {
 }
 
 TEST(PatchedIo, KillEndsTheCallWithEcanceledThenDeliversGreenletExit) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -407,7 +407,7 @@ TEST(PatchedIo, KillEndsTheCallWithEcanceledThenDeliversGreenletExit) {
 // The kill a shim re-arms for the next suspension point goes through the hub's bookkeeping: when the
 // greenlet ends without another suspension point, Timeout guards must still fire afterwards.
 TEST(PatchedIo, KillDuringAReadThatIsNeverDeliveredKeepsTimeoutsWorking) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   Pair p;
   auto g = fiberio::spawn([&] {
     char c;
@@ -420,7 +420,7 @@ TEST(PatchedIo, KillDuringAReadThatIsNeverDeliveredKeepsTimeoutsWorking) {
 }
 
 TEST(PatchedIo, TimeoutGuardEndsTheCallThenRaisesTimeoutError) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -448,7 +448,7 @@ TEST(PatchedIo, TimeoutGuardEndsTheCallThenRaisesTimeoutError) {
 }
 
 TEST(PatchedIo, ConnectIsCooperativeAndReportsErrorsAsLibc) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Listener l;
@@ -466,7 +466,7 @@ TEST(PatchedIo, ConnectIsCooperativeAndReportsErrorsAsLibc) {
 extern "C" ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen);
 
 TEST(PatchedIo, MessageCallsAndFortifiedReadAreCooperativeToo) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair p;
@@ -523,7 +523,7 @@ TEST(PatchedIo, MessageCallsAndFortifiedReadAreCooperativeToo) {
 TEST(PatchedIo, DrainedHintNeverStrandsBytesEofOrUrgentData) {
   // A short read() of a TCP socket lets the next read() wait before trying (Hub::note_drained). Data
   // followed by a FIN, or bytes behind TCP's urgent mark, must still all be read, not waited past.
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Listener lst;
@@ -705,7 +705,7 @@ TEST(PatchedClose, VforkChildsCloseLeavesTheParentsWaiterAlone) {
 // A blocking connect() on a connected socket fails with EISCONN (libc), also inside a fiber, where the
 // shim connects without blocking and waits for completion.
 TEST(PatchedIo, SecondConnectOnAConnectedSocketIsEisconn) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   Listener lst;
   int c = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(c, 0);

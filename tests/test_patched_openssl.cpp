@@ -11,7 +11,7 @@
 #include <mutex>
 #include <thread>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -155,7 +155,7 @@ Outcome exchange(SSL_CTX* ctx, int port, int i) {
 
 TEST(PatchedOpenssl, TwentyBlockingTlsExchangesFinishInAboutOneDelay) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Certificate cert;

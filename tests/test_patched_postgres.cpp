@@ -9,7 +9,7 @@
 #include <libpq-fe.h>
 #include <pwd.h>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -126,7 +126,7 @@ Outcome client(const std::string& conninfo, int i) {
 
 TEST(PatchedPostgres, TwentyBlockingQueriesFinishInAboutOneDelay) {
   FIBERIO_WATCHDOG(100);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Postgres pg;

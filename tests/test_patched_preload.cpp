@@ -6,7 +6,7 @@
 //    LD_PRELOAD the same program stalls its hub.
 //  * linked with its own static copy of fiberio (as a libfiberio.a build would), the shims cannot see
 //    its hub: they say so on stderr, and the program runs as plain libc.
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -109,7 +109,7 @@ const std::string kNoPreload = "FIBERIO_TEST_NO_PRELOAD=1";
 TEST(PatchedPreload, PlainlyLinkedProgramBecomesCooperativeOnlyWithThePreload) {
   FIBERIO_WATCHDOG(120);
   if (!FIBERIO_SHARED_BUILD) GTEST_SKIP() << "fiberio is built static (FIBERIO_SHARED=OFF): nothing to link plainly";
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   // As a user's build links it: -L<dir> -lfiberio, with a run path to find libfiberio.so.
   std::string libdir = std::filesystem::path(FIBERIO_LIB_FILE).parent_path();
   Probe probe({"-L" + libdir, "-lfiberio", "-Wl,-rpath," + libdir});
@@ -135,7 +135,7 @@ TEST(PatchedPreload, PlainlyLinkedProgramBecomesCooperativeOnlyWithThePreload) {
 
 TEST(PatchedPreload, ProgramWithItsOwnStaticFiberioGetsAWarningAndPlainLibc) {
   FIBERIO_WATCHDOG(120);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   // fiberio's objects linked into the executable, as libfiberio.a would be: a private, unexported copy.
   Probe probe(words(FIBERIO_OBJECT_FILES));
   ASSERT_TRUE(probe.error.empty()) << probe.error;
@@ -215,7 +215,7 @@ int main() {
 // errno, line by line (fclose of a fmemopen stream used to leave errno = EBADF).
 TEST(PatchedPreload, ProgramWithoutFiberioBehavesExactlyAsWithoutThePreload) {
   FIBERIO_WATCHDOG(120);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   Probe probe({}, kPlainProgram);
   ASSERT_TRUE(probe.error.empty()) << probe.error;
   std::string why;

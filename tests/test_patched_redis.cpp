@@ -3,7 +3,7 @@
 // BLPOP; with the shims the batch takes about D, not 20 x D, on one thread.
 #include <hiredis/hiredis.h>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -77,7 +77,7 @@ Outcome client(int port, int i) {
 
 TEST(PatchedRedis, TwentyBlockingClientsFinishInAboutOneDelay) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     RedisServer server;
@@ -101,7 +101,7 @@ TEST(PatchedRedis, TwentyBlockingClientsFinishInAboutOneDelay) {
 
 TEST(PatchedRedis, WithoutTheShimsTheSameCodeRunsOneAtATime) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   RedisServer server;
   constexpr int kFew = 4;
   auto t0 = Clock::now();

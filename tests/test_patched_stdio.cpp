@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -21,7 +21,7 @@ fiberio::Greenlet<void> write_later(int fd, std::string text, fiberio::Duration 
 }  // namespace
 
 TEST(PatchedStdio, FgetsOnAFdopenedSocketWaitsForTheLine) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);  // made nonblocking underneath by the shims
   FILE* in = ::fdopen(sv[0], "r+");
@@ -52,7 +52,7 @@ TEST(PatchedStdio, FgetsOnAFdopenedSocketWaitsForTheLine) {
 }
 
 TEST(PatchedStdio, PipeAlreadyReadByTheShimAndAFreshPipeBothWork) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   for (bool used_before : {true, false}) {
     int p[2];
     ASSERT_EQ(::pipe(p), 0);
@@ -84,7 +84,7 @@ TEST(PatchedStdio, PipeAlreadyReadByTheShimAndAFreshPipeBothWork) {
 }
 
 TEST(PatchedStdio, FdopenKeepsLibcsChecksAndRegularFilesAreLibcsOwn) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
   errno = 0;

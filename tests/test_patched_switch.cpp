@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "patched/private_copy.hpp"
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -30,7 +30,7 @@ struct Pair {
 }  // namespace
 
 TEST(PatchedSwitch, ThreadWithoutHubBehavesExactlyAsLibc) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pair owned;  // taken over below by a fiber on this (hub) thread
@@ -110,7 +110,7 @@ TEST(PatchedSwitch, ThreadWithoutHubBehavesExactlyAsLibc) {
 }
 
 TEST(PatchedSwitch, DisabledGuardDeliberatelyBlocksTheHub) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Ticker ticker;
@@ -163,7 +163,7 @@ TEST(PatchedSwitch, DisabledGuardDeliberatelyBlocksTheHub) {
 }
 
 TEST(PatchedSwitch, GlobalSwitchTurnsEveryShimIntoLibc) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Ticker ticker;
@@ -189,7 +189,7 @@ TEST(PatchedSwitch, GlobalSwitchTurnsEveryShimIntoLibc) {
 }
 
 TEST(PatchedSwitch, OriginalFunctionsAlwaysBlockTheThread) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Ticker ticker;
@@ -212,7 +212,7 @@ TEST(PatchedSwitch, OriginalFunctionsAlwaysBlockTheThread) {
 }
 
 TEST(PatchedSwitch, IntrospectionLikeGevent) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   EXPECT_TRUE(patched::installed());
   EXPECT_TRUE(patched::enabled());
   EXPECT_TRUE(patched::active());
@@ -232,7 +232,7 @@ TEST(PatchedSwitch, IntrospectionLikeGevent) {
 }
 
 TEST(PatchedSwitch, PreloadIntoAProgramWithoutFiberioChangesNothing) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   TempDir dir;
   std::string log = dir.path + "/out";
   std::string sh = find_program("sh");
@@ -248,10 +248,10 @@ TEST(PatchedSwitch, PreloadIntoAProgramWithoutFiberioChangesNothing) {
 TEST(PatchedSwitch, LoadTimeCheckFindsWhichObjectHoldsTheHub) {
   // The check that warns when a preloaded program carries its own, unreachable copy of fiberio
   // (PatchedPreload.ProgramWithItsOwnStaticFiberioGetsAWarningAndPlainLibc runs it end to end).
-  const void* hub_code = patched::real::resolved("fiberio_runtime_id");
+  const void* hub_code = patched::original::resolved("fiberio_runtime_id");
   ASSERT_NE(hub_code, nullptr);
   EXPECT_TRUE(patched::detail::object_has_fiberio_hub(hub_code)) << "the runtime id is gone";
-  const void* libc_code = patched::real::resolved("abort");
+  const void* libc_code = patched::original::resolved("abort");
   ASSERT_NE(libc_code, nullptr);
   EXPECT_FALSE(patched::detail::object_has_fiberio_hub(libc_code));
   EXPECT_FALSE(patched::detail::object_has_fiberio_hub(nullptr));

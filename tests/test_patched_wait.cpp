@@ -8,7 +8,7 @@
 #include <cstring>
 #include <thread>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -32,7 +32,7 @@ struct Pairs {
 }  // namespace
 
 TEST(PatchedWait, PollTimesOutOnTimeWhileOthersRun) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pairs p(1);
@@ -55,7 +55,7 @@ TEST(PatchedWait, PollTimesOutOnTimeWhileOthersRun) {
 }
 
 TEST(PatchedWait, PollOfSeveralFdsWakesOnTheOneThatBecomesReady) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pairs p(3);
@@ -86,7 +86,7 @@ TEST(PatchedWait, PollOfSeveralFdsWakesOnTheOneThatBecomesReady) {
 }
 
 TEST(PatchedWait, PollReportsHangupAndInvalidFdsAsLibc) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pairs p(1);
@@ -107,7 +107,7 @@ TEST(PatchedWait, PollReportsHangupAndInvalidFdsAsLibc) {
 }
 
 TEST(PatchedWait, SelectWaitsCooperativelyAndUpdatesItsSets) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pairs p(2);
@@ -150,7 +150,7 @@ TEST(PatchedWait, SelectWaitsCooperativelyAndUpdatesItsSets) {
 }
 
 TEST(PatchedWait, EpollWaitOnALibrarysPrivateSetYieldsToTheHub) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     Pairs p(1);
@@ -192,7 +192,7 @@ TEST(PatchedWait, EpollWaitOnALibrarysPrivateSetYieldsToTheHub) {
 }
 
 TEST(PatchedWait, SleepFamilyParksOnlyTheFiber) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     // 40 fibers, each sleeping 200 ms through a different libc entry point: ~200 ms in all.
@@ -248,7 +248,7 @@ TEST(PatchedWait, SleepFamilyParksOnlyTheFiber) {
 }
 
 TEST(PatchedWait, KilledSleepReturnsEintrWithNothingLeftThenDies) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     int rc = 0, err = 0;
@@ -271,7 +271,7 @@ TEST(PatchedWait, KilledSleepReturnsEintrWithNothingLeftThenDies) {
 }
 
 TEST(PatchedWait, ResolverRunsOnThePoolWhileTheHubRuns) {
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   LeakCheck leaks;
   {
     constexpr int kN = 8;

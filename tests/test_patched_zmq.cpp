@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "test_patched_support.hpp"
+#include "support/patched.hpp"
 #include "watchdog.hpp"
 
 using namespace fiberio_test;
@@ -61,7 +61,7 @@ class RepServer {
 
 TEST(PatchedZmq, ReqSocketsInGreenletsOverBatchesThatReuseFdNumbers) {
   FIBERIO_WATCHDOG(60);
-  fiberio::detail::Hub::current();
+  fiberio::ensure_hub();
   ASSERT_TRUE(fiberio::patched::active());
   RepServer server;
   void* ctx = zmq_ctx_new();

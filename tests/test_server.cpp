@@ -13,8 +13,9 @@
 #include <set>
 #include <thread>
 
-#include "leak_check.hpp"
+#include "support/leak_check.hpp"
 #include "support/interrupts.hpp"
+#include "support/servers.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -25,45 +26,10 @@ using fiberio::StreamServer;
 
 using fiberio_test::count_fds;
 using fiberio_test::LeakCheck;
-
-namespace {
-
-fiberio::ServerOptions quiet() {
-  fiberio::ServerOptions o;
-  o.handle_signals = false;
-  return o;
-}
-
-// Echoes lines until EOF.
-void echo_lines(Socket& sock, const Address&) {
-  Stream s(sock);
-  for (std::string line; !(line = s.read_line(1024)).empty();) {
-    s.write(line);
-    s.flush();
-  }
-}
-
-// One request/response over a fresh connection.
-std::string ask(const Address& addr, std::string_view line, fiberio::OptDuration timeout = 5s) {
-  Socket c = fiberio::create_connection(addr, timeout);
-  Stream s(c);
-  s.write_line(line);
-  s.flush();
-  return s.read_line();
-}
-
-// Waits (bounded) until pred() holds, sleeping cooperatively.
-template <class Pred>
-bool eventually(Pred pred, fiberio::Duration limit = 5s) {
-  auto until = fiberio::Clock::now() + limit;
-  while (!pred()) {
-    if (fiberio::Clock::now() > until) return false;
-    fiberio::sleep(2ms);
-  }
-  return true;
-}
-
-}  // namespace
+using fiberio_test::ask;
+using fiberio_test::echo_lines;
+using fiberio_test::eventually;
+using fiberio_test::quiet;
 
 TEST(StreamServer, EchoStartStop) {
   LeakCheck leaks;
@@ -753,103 +719,6 @@ TEST(DatagramServer, Echo) {
     EXPECT_EQ(server.stats().accepted, 20u);
     server.stop();
     EXPECT_TRUE(server.stopped());
-  }
-  leaks.check();
-}
-
-TEST(SignalHandler, RunsInAGreenletOnTheRegisteringHub) {
-  LeakCheck leaks;
-  {
-    struct sigaction before {};
-    ::sigaction(SIGUSR1, nullptr, &before);
-    int calls = 0;
-    std::string name;
-    fiberio::Event ran;
-    {
-      auto h = fiberio::signal_handler(SIGUSR1, [&] {
-        ++calls;
-        name = fiberio::getcurrent().name();
-        ran.set();
-      });
-      EXPECT_TRUE(h.active());
-      ::raise(SIGUSR1);
-      EXPECT_TRUE(ran.wait(2s));
-      EXPECT_EQ(calls, 1);
-      EXPECT_EQ(name, "signal_handler(SIGUSR1)");
-      // From another thread: still runs here.
-      ran.clear();
-      std::thread([] { ::kill(::getpid(), SIGUSR1); }).join();
-      EXPECT_TRUE(ran.wait(2s));
-      EXPECT_EQ(calls, 2);
-      h.cancel();
-      EXPECT_FALSE(h.active());
-    }
-    struct sigaction after {};
-    ::sigaction(SIGUSR1, nullptr, &after);
-    EXPECT_EQ(after.sa_handler, before.sa_handler);
-    EXPECT_THROW((void)fiberio::signal_handler(SIGKILL, [] {}), std::invalid_argument);
-  }
-  leaks.check();
-}
-
-TEST(SignalHandler, TwoHandlersBothRunAndDispositionRestoredAfterLast) {
-  LeakCheck leaks;
-  struct sigaction before {};
-  ::sigaction(SIGUSR2, nullptr, &before);
-  int a = 0, b = 0;
-  auto ha = fiberio::signal_handler(SIGUSR2, [&] { ++a; });
-  auto hb = fiberio::signal_handler(SIGUSR2, [&] { ++b; });
-  ::raise(SIGUSR2);
-  EXPECT_TRUE(eventually([&] { return a == 1 && b == 1; }, 2s));
-  ha.cancel();
-  struct sigaction mid {};
-  ::sigaction(SIGUSR2, nullptr, &mid);
-  EXPECT_NE(mid.sa_handler, before.sa_handler);  // hb still needs it
-  ::raise(SIGUSR2);
-  EXPECT_TRUE(eventually([&] { return b == 2; }, 2s));
-  EXPECT_EQ(a, 1);
-  hb = fiberio::SignalHandle();  // move-assign cancels
-  struct sigaction after {};
-  ::sigaction(SIGUSR2, nullptr, &after);
-  EXPECT_EQ(after.sa_handler, before.sa_handler);
-  leaks.check();  // the pipe is closed and its reader greenlet gone
-}
-
-TEST(Dns, ResolveLocalhostAndCreateConnection) {
-  LeakCheck leaks;
-  {
-    auto addrs = fiberio::resolve_all("localhost", 80);
-    ASSERT_FALSE(addrs.empty());
-    for (auto& a : addrs) {
-      EXPECT_TRUE(a.host() == "127.0.0.1" || a.host() == "::1") << a;
-      EXPECT_EQ(a.port(), 80);
-    }
-    EXPECT_EQ(fiberio::resolve("127.0.0.1", 5).host(), "127.0.0.1");  // numeric: no thread hop
-    EXPECT_EQ(fiberio::resolve("localhost", 1, AF_INET), Address("127.0.0.1", 1));
-    // (No lookup of a missing name: that would query the configured DNS server, off loopback.)
-    try {
-      fiberio::resolve("127.0.0.1", 80, AF_INET6);
-      FAIL() << "an IPv4 literal resolved as IPv6";
-    } catch (const fiberio::DnsError& e) {
-      EXPECT_EQ(e.code(), EAI_FAMILY);
-      EXPECT_NE(std::string(e.what()).find("127.0.0.1"), std::string::npos) << e.what();
-    }
-    EXPECT_THROW(fiberio::resolve("", 80), std::invalid_argument);
-
-    StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
-    server.start();
-    {
-      Socket c = fiberio::create_connection("localhost", server.address().port(), 2s);
-      EXPECT_EQ(c.timeout(), fiberio::OptDuration(2s));
-      EXPECT_EQ(c.peer_address(), server.address());
-      c.sendall("via name\n");
-      EXPECT_EQ(Stream(c).read_line(), "via name\n");
-      Socket d = fiberio::create_connection("127.0.0.1", server.address().port(), {}, Address("127.0.0.1", 0));
-      EXPECT_EQ(d.local_address().host(), "127.0.0.1");
-    }  // closed: their handlers see EOF, so stop() need not wait out its grace
-    server.stop();
-    // Nothing listens there now: every address is refused and the last refusal is rethrown.
-    EXPECT_THROW(fiberio::create_connection("localhost", server.address().port(), 2s), fiberio::ConnectionRefused);
   }
   leaks.check();
 }

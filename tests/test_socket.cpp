@@ -8,7 +8,7 @@
 
 #include <fiberio/fiberio.hpp>
 
-#include "leak_check.hpp"
+#include "support/leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;

@@ -2,7 +2,7 @@
 
 #include <fiberio/fiberio.hpp>
 
-#include "leak_check.hpp"
+#include "support/leak_check.hpp"
 #include "support/interrupts.hpp"
 #include "watchdog.hpp"
 

@@ -1,6 +1,6 @@
 // Links fiberio::patched: a plain blocking libc call in the main fiber lets the other greenlets run.
 #include <fiberio/fiberio.hpp>
-#include <patched/patched.hpp>
+#include <fiberio/patched.hpp>
 
 #include <unistd.h>
 

@@ -10,7 +10,7 @@
 //
 // Interposed: socket socketpair connect accept accept4 read readv recv recvfrom recvmsg write writev
 // send sendto sendmsg poll ppoll select pselect epoll_wait epoll_pwait epoll_pwait2 sleep usleep
-// nanosleep clock_nanosleep close fclose shutdown fcntl fcntl64 ioctl(FIONBIO) setsockopt getsockopt
+// nanosleep clock_nanosleep close close_range closefrom fclose fdopen shutdown fcntl fcntl64 ioctl(FIONBIO) setsockopt getsockopt
 // dup dup2 dup3 pipe pipe2 getaddrinfo getnameinfo gethostbyname gethostbyname2 gethostbyname_r
 // gethostbyname2_r, and the _FORTIFY_SOURCE variants __read_chk __recv_chk __recvfrom_chk
 // __poll_chk __ppoll_chk. patched_functions() lists them.
@@ -18,7 +18,7 @@
 #include <span>
 #include <string_view>
 
-#include "patched/real.hpp"
+#include "fiberio/patched_original.hpp"
 
 namespace fiberio::patched {
 
@@ -56,7 +56,7 @@ class Disabled {
 
 // The unpatched libc functions, always blocking the thread (gevent: get_original). E.g.
 // fiberio::patched::original::sleep(1) stalls the hub for a second whatever the switch says.
-namespace original = fiberio::patched::real;
+// (Declared in fiberio/patched_original.hpp.)
 
 namespace detail {
 // Every program that includes this header references the shim library, so a linker running with

@@ -26,7 +26,9 @@
 
 #include <fiberio/fiberio.hpp>
 #include <gtest/gtest.h>
-#include <patched/patched.hpp>
+#include <fiberio/patched.hpp>
+
+#include "leak_check.hpp"
 
 extern char** environ;
 
@@ -34,27 +36,6 @@ namespace fiberio_test {
 
 using namespace std::chrono_literals;
 using fiberio::Clock;
-
-inline int open_fd_count() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (auto* e = ::readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    ::closedir(d);
-    --n;  // the directory stream's own fd
-  }
-  return n;
-}
-
-// Fails the test if fds or greenlets leaked between construction and check().
-struct LeakCheck {
-  int fds = open_fd_count();
-  std::size_t greenlets = fiberio::live_greenlets();
-  void check() const {
-    EXPECT_EQ(open_fd_count(), fds) << "fd leak";
-    EXPECT_EQ(fiberio::live_greenlets(), greenlets) << "greenlet leak";
-  }
-};
 
 inline double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

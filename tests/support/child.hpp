@@ -1,0 +1,93 @@
+// Runs a function in a fork()ed child and collects its stdout, stderr and exit status, for tests of
+// what happens at process exit, after fork, or on a crash.
+#pragma once
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace fiberio_test {
+
+using namespace std::chrono_literals;
+
+// A fork()ed child running fn; the parent collects its stdout, stderr and exit status, and kills it
+// if it has not exited within `limit` (a hang shows as timed_out).
+struct ChildResult {
+  int status = 0;
+  bool timed_out = false;
+  std::string out, err;
+  bool exited_ok() const { return !timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+  std::string describe() const {
+    return "timed_out=" + std::to_string(timed_out) + " status=" + std::to_string(status) + "\nstdout:\n" + out +
+           "\nstderr:\n" + err;
+  }
+};
+
+template <class Fn>
+ChildResult run_child(Fn fn, std::chrono::seconds limit = std::chrono::seconds(15)) {
+  int out[2], err[2];
+  if (::pipe(out) != 0 || ::pipe(err) != 0) throw std::runtime_error("pipe");
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork");
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    int rc = fn();
+    std::fflush(nullptr);
+    std::exit(rc);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  ChildResult res;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_pipes = 2;
+  while (open_pipes > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      res.timed_out = true;
+      break;
+    }
+    // A plain poll(): the parent must not depend on the hub it is testing.
+    if (::poll(fds, 2, static_cast<int>(left.count())) < 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? res.out : res.err).append(buf, static_cast<std::size_t>(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_pipes;
+      }
+    }
+  }
+  if (res.timed_out) ::kill(pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  // The pipes closed: the child is exiting. Still bound the wait.
+  while (::waitpid(pid, &res.status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      res.timed_out = true;
+      ::kill(pid, SIGKILL);
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return res;
+}
+
+inline bool has_line(const std::string& text, const std::string& line) {
+  return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
+}
+
+}  // namespace fiberio_test
