@@ -1,6 +1,7 @@
 #include "fiberio/io.hpp"
 
 #include "fiberio/detail/fd_registry.hpp"
+#include "fiberio/detail/fd_wait_error.hpp"
 #include "fiberio/hub.hpp"
 
 #include <fcntl.h>
@@ -11,21 +12,30 @@
 
 namespace fiberio {
 
+namespace detail {
+void throw_if_failed(FdWait r, const std::string& what, const OptDuration& timeout) {
+  switch (r) {
+    case FdWait::Ready:
+      return;
+    case FdWait::TimedOut: {
+      std::string limit = timeout ? fmt::format("{:g} ms", std::chrono::duration<double, std::milli>(*timeout).count())
+                                  : std::string("no limit");
+      throw TimeoutError(fmt::format("{}: timed out ({})", what, limit));
+    }
+    case FdWait::Closed:
+      throw ClosedError(what + ": the fd was closed while waiting");
+    case FdWait::NotPollable:
+      throw std::system_error(EPERM, std::generic_category(), what + ": fd cannot be polled (regular file?)");
+  }
+}
+}  // namespace detail
+
 namespace {
 void wait_fd(int fd, detail::Io dir, OptDuration timeout) {
   const char* what = dir == detail::Io::Read ? "wait_read" : "wait_write";
   // level: an fd that is ready now (data left after a partial read) returns at once, as io.hpp promises.
-  switch (detail::Hub::current().wait_fd(fd, dir, detail::deadline_after(timeout), true, /*level=*/true)) {
-    case detail::FdWait::Ready:
-      return;
-    case detail::FdWait::TimedOut:
-      throw TimeoutError(fmt::format("fiberio::{}(fd {}): timed out", what, fd));
-    case detail::FdWait::Closed:
-      throw ClosedError(fmt::format("fiberio::{}(fd {}): the fd was closed", what, fd));
-    case detail::FdWait::NotPollable:
-      throw std::system_error(EPERM, std::generic_category(),
-                              fmt::format("fiberio::{}(fd {}): fd cannot be polled (regular file?)", what, fd));
-  }
+  auto r = detail::Hub::current().wait_fd(fd, dir, detail::deadline_after(timeout), true, /*level=*/true);
+  detail::throw_if_failed(r, fmt::format("fiberio::{}(fd {})", what, fd), timeout);
 }
 }  // namespace
 

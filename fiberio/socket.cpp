@@ -1,4 +1,6 @@
 #include "fiberio/socket.hpp"
+
+#include "fiberio/detail/fd_wait_error.hpp"
 #include "fiberio/hub.hpp"
 
 #include <fcntl.h>
@@ -133,18 +135,9 @@ void Socket::wait(detail::Io dir, detail::Deadline deadline, const char* op) {
 
 // Out of line, so the frame that every parked reader keeps on its stack stays small.
 void Socket::wait_failed(detail::FdWait r, detail::Deadline deadline, const char* op) {
-  switch (r) {
-    case detail::FdWait::Ready:
-      return;
-    case detail::FdWait::TimedOut:
-      // A spurious early wake-up is not a timeout: the caller retries the syscall.
-      if (Clock::now() < deadline) return;
-      throw TimeoutError(fmt::format("{}: timed out ({})", label(op), ms_text(timeout_)));
-    case detail::FdWait::Closed:
-      throw ClosedError(fmt::format("fiberio::Socket::{}(fd {}): the socket was closed while waiting", op, fd_));
-    case detail::FdWait::NotPollable:
-      throw std::system_error(EPERM, std::generic_category(), fmt::format("{}: fd cannot be polled", label(op)));
-  }
+  // A spurious early wake-up is not a timeout: the caller retries the syscall.
+  if (r == detail::FdWait::TimedOut && Clock::now() < deadline) return;
+  detail::throw_if_failed(r, label(op), timeout_);
 }
 
 int Socket::family() const {
@@ -213,17 +206,9 @@ void Socket::connect(const Address& addr, OptDuration timeout) {
   }
   for (;;) {
     int fd = checked_fd("connect");
-    switch (detail::Hub::current().wait_fd(fd, detail::Io::Write, deadline, true)) {
-      case detail::FdWait::Ready:
-        break;
-      case detail::FdWait::TimedOut:
-        if (Clock::now() < deadline) continue;
-        throw TimeoutError(fmt::format("{}: timed out ({})", what(), ms_text(timeout)));
-      case detail::FdWait::Closed:
-        throw ClosedError(what() + ": the socket was closed while connecting");
-      case detail::FdWait::NotPollable:
-        throw std::system_error(EPERM, std::generic_category(), what() + ": fd cannot be polled");
-    }
+    auto r = detail::Hub::current().wait_fd(fd, detail::Io::Write, deadline, true);
+    if (r == detail::FdWait::TimedOut && Clock::now() < deadline) continue;  // spurious: wait again
+    detail::throw_if_failed(r, what(), timeout);
     int err = 0;
     socklen_t len = sizeof err;
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;

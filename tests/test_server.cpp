@@ -287,6 +287,7 @@ TEST(StreamServer, DestroyedWhileServingStopsAndCleansUp) {
 // A kill that lands while ~StreamServer stops its handlers is delivered later, and Timeout guards
 // still fire afterwards (the kill used to bypass the hub's bookkeeping and disarm every Timeout).
 TEST(StreamServer, KillDuringDestructorKeepsTimeoutsWorking) {
+  LeakCheck leaks;
   std::atomic<bool> in_handler{false};
   auto owner = fiberio::spawn([&] {
     Socket c;  // outlives the server: the handler stays blocked until the server stops it
@@ -311,6 +312,8 @@ TEST(StreamServer, KillDuringDestructorKeepsTimeoutsWorking) {
   owner.kill();
   EXPECT_TRUE(owner.dead());
   fiberio_test::expect_timeout_still_fires();
+  EXPECT_TRUE(eventually([] { return fiberio::live_greenlets() == 0; }));  // the handler's cleanup ends
+  leaks.check();
 }
 
 TEST(StreamServer, MaxConnectionsPausesAccepting) {
