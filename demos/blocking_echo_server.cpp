@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "blocking_echo_server: cannot listen on %s:%d: %s\n", host.c_str(), port, std::strerror(errno));
     return 1;
   }
+  socklen_t alen = sizeof addr;  // --port 0: the kernel chose; say which
+  if (::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen) == 0) port = ntohs(addr.sin_port);
 
   ::pipe2(g_stop_pipe, O_NONBLOCK | O_CLOEXEC);
   struct sigaction sa{};

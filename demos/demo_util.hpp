@@ -318,6 +318,23 @@ class LineConn {
 
   LineConn(int fd, int stop_fd) : fd_(fd), stop_fd_(stop_fd) {}
   ~LineConn() { ::close(fd_); }
+
+  // A lingering close, as nginx's lingering_close: closing with request bytes still unread makes the
+  // kernel send an RST, which can destroy the reply before the client has read it. So: FIN first,
+  // then read and drop what the client still sends, until its EOF, 1 s, or 1 MiB.
+  void linger() {
+    ::shutdown(fd_, SHUT_WR);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    char sink[4096];
+    for (std::size_t total = 0; total < (1u << 20);) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return;
+      ssize_t n = ::read(fd_, sink, sizeof sink);
+      if (n <= 0) return;
+      total += static_cast<std::size_t>(n);
+    }
+  }
   LineConn(const LineConn&) = delete;
   LineConn& operator=(const LineConn&) = delete;
 

@@ -103,6 +103,7 @@ int run_sync(const std::string& host, int port, int workers, std::chrono::millis
         auto r = serve(next_line, [io] { ::usleep(static_cast<useconds_t>(io.count() * 1000)); });
         demo::say("[worker {} pid {}] {} -> {}", worker, ::getpid(), peer, r.status);
         conn.send_all(render(r));
+        conn.linger();
       },
       workers);
   ::close(lfd);
@@ -119,6 +120,18 @@ int run_fiber(const std::string& host, int port, int workers, std::chrono::milli
                              demo::say("[greenlet] {} -> {}", peer, r.status);
                              s.write(render(r));
                              s.flush();
+                             // A lingering close (see demo::LineConn::linger): FIN first, then drain
+                             // what the client still sends (bounded), so no RST destroys the reply.
+                             try {
+                               sock.shutdown(fiberio::ShutdownHow::Write);
+                               sock.set_timeout(std::chrono::seconds(1));
+                               for (std::size_t total = 0; total < (1u << 20);) {
+                                 auto rest = sock.recv(4096);
+                                 if (rest.empty()) break;
+                                 total += rest.size();
+                               }
+                             } catch (const std::exception&) {  // timed out or reset: close now
+                             }
                            });
 }
 

@@ -3,6 +3,7 @@
 #include <cxxabi.h>
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <typeinfo>
@@ -13,6 +14,35 @@ namespace fiberio {
 
 namespace {
 thread_local std::function<void(const GreenletBase&, std::exception_ptr)> t_error_handler;
+
+// The default handler's rate limit: a client that makes every handler fail (a reset per request) must
+// not flood the log. Each thread prints at most kBurst lines per second; the rest are counted, and the
+// count is printed when the next failure comes after that second.
+constexpr int kBurst = 20;
+struct DefaultReportLimit {
+  std::chrono::steady_clock::time_point window_start{};
+  int printed = 0;
+  long held = 0;
+};
+thread_local DefaultReportLimit t_limit;
+
+void print_limited(const std::string& line) {
+  auto now = std::chrono::steady_clock::now();
+  std::string out;
+  if (now - t_limit.window_start >= std::chrono::seconds(1)) {
+    if (t_limit.held > 0)
+      out = fmt::format("fiberio: {} more greenlet failure(s) on this thread were not printed (at most {} a second)\n",
+                        t_limit.held, kBurst);
+    t_limit = {now, 0, 0};
+  }
+  if (t_limit.printed < kBurst) {
+    ++t_limit.printed;
+    out += line;
+  } else {
+    ++t_limit.held;
+  }
+  if (!out.empty()) std::fputs(out.c_str(), stderr);
+}
 }  // namespace
 
 void set_error_handler(std::function<void(const GreenletBase&, std::exception_ptr)> handler) {
@@ -23,8 +53,7 @@ namespace detail {
 void report_error(const GreenletBase& g, std::exception_ptr e) noexcept {
   try {
     if (t_error_handler) return t_error_handler(g, e);
-    std::string msg = fmt::format("fiberio: {} failed with {}\n", g.name(), describe_exception(e));
-    std::fputs(msg.c_str(), stderr);
+    print_limited(fmt::format("fiberio: {} failed with {}\n", g.name(), describe_exception(e)));
   } catch (...) {
     std::fputs("fiberio: a greenlet failed, and reporting it failed too\n", stderr);
   }

@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <unordered_set>
 
 namespace fiberio {
 
@@ -64,17 +63,15 @@ class ThreadGreenlets {
     hub.begin_shutdown();
     auto give_up = Clock::now() + std::chrono::seconds(3);
     GreenletBase* self = fiber_state().greenlet;  // exit() may be called from a greenlet
-    // Each greenlet is killed once (a second kill could land in the cleanup code the first one
-    // started, even in a destructor). Holding them keeps their addresses from being reused.
-    std::vector<std::shared_ptr<GreenletBase>> killed;
-    std::unordered_set<const GreenletBase*> seen;
     auto others_alive = [&] { return live_.size() > (self && !self->dead() ? 1u : 0u); };
     while (others_alive() && Clock::now() < give_up) {
       try {
-        std::vector<GreenletBase*> now_alive = live_;
-        for (auto* g : now_alive) {
-          if (g == self || !seen.insert(g).second) continue;
-          killed.push_back(g->shared_from_this());
+        // Each greenlet is killed once (a second kill could land in the cleanup code the first one
+        // started, even in a destructor). Nothing here allocates: a thread may end for want of memory.
+        for (std::size_t i = 0; i < live_.size(); ++i) {
+          GreenletBase* g = live_[i];
+          if (g == self || g->killed_at_exit_) continue;
+          g->killed_at_exit_ = true;
           g->kill(false);
         }
         fiberio::sleep(std::chrono::milliseconds(1));
@@ -157,7 +154,7 @@ void GreenletBase::kill(bool block, OptDuration timeout) {
   if (status() == Status::Pending) {
     kill_requested_ = true;  // it is queued to start: it will finish at once without running
   } else {
-    detail::fiber_state(ctx_).interrupt(std::make_exception_ptr(GreenletExit{}));
+    detail::fiber_state(ctx_).interrupt(detail::greenlet_exit());
   }
   if (block) join(timeout);
 }
@@ -232,6 +229,14 @@ GreenletRef getcurrent() {
 }
 
 namespace detail {
+const std::exception_ptr& greenlet_exit() noexcept {
+  static const std::exception_ptr e = std::make_exception_ptr(GreenletExit{});
+  return e;
+}
+namespace {
+[[maybe_unused]] const bool made_at_load = static_cast<bool>(greenlet_exit());  // before memory runs short
+}
+
 void register_greenlet(GreenletBase* g) { thread_greenlets().add(g); }
 void clean_up_at_thread_exit() { thread_greenlets(); }
 
@@ -308,11 +313,6 @@ std::vector<GreenletRef> joinall(std::span<const GreenletRef> greenlets, OptDura
   }
   unlink_all();
   return result;
-}
-
-void killall(std::span<const GreenletRef> greenlets, bool block, OptDuration timeout) {
-  for (auto& g : greenlets) g.kill(false);
-  if (block) joinall(greenlets, timeout);
 }
 
 }  // namespace fiberio

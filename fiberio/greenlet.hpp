@@ -35,6 +35,8 @@ template <class R>
 class Greenlet;
 namespace detail {
 class ThreadGreenlets;
+// The GreenletExit every kill delivers: made once, at load, so that kill() never allocates.
+const std::exception_ptr& greenlet_exit() noexcept;
 }
 
 class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
@@ -92,6 +94,7 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   detail::Links links_;
   friend class detail::ThreadGreenlets;
   std::size_t registry_index_ = 0;  // its place in this thread's live greenlets
+  bool killed_at_exit_ = false;     // thread exit has killed it once
 };
 
 template <class Body>
@@ -112,7 +115,7 @@ void GreenletBase::run(Body& body) {
       outcome = Status::Failed;
     }
   } else {
-    error = std::make_exception_ptr(GreenletExit{});
+    error = detail::greenlet_exit();
   }
   finish(outcome, std::move(error));
 }
@@ -278,16 +281,25 @@ std::vector<GreenletRef> joinall(const Range& greenlets, OptDuration timeout = {
   return joinall(std::span<const GreenletRef>(refs), timeout, raise_error, count);
 }
 
-// Kills all; with block, waits (up to timeout) until they have all unwound.
-void killall(std::span<const GreenletRef> greenlets, bool block = true, OptDuration timeout = {});
-inline void killall(std::initializer_list<GreenletRef> greenlets, bool block = true, OptDuration timeout = {}) {
-  killall(std::span<const GreenletRef>(greenlets.begin(), greenlets.size()), block, timeout);
-}
+// Kills all; with block, waits (up to timeout) until they have all unwound. Allocates nothing, so a
+// program short of memory can still kill (each kill delivers the same, preallocated GreenletExit).
 template <class Range>
   requires std::convertible_to<std::ranges::range_value_t<Range>, GreenletRef>
 void killall(const Range& greenlets, bool block = true, OptDuration timeout = {}) {
-  std::vector<GreenletRef> refs(std::ranges::begin(greenlets), std::ranges::end(greenlets));
-  killall(std::span<const GreenletRef>(refs), block, timeout);
+  for (const auto& g : greenlets) g.kill(false);
+  if (!block) return;
+  auto deadline = detail::deadline_after(timeout);
+  for (const auto& g : greenlets) {
+    if (deadline == detail::kNoDeadline) {
+      g.join();
+      continue;
+    }
+    auto left = deadline - Clock::now();
+    if (left <= Duration::zero() || !g.join(left)) return;
+  }
+}
+inline void killall(std::initializer_list<GreenletRef> greenlets, bool block = true, OptDuration timeout = {}) {
+  killall(std::span<const GreenletRef>(greenlets.begin(), greenlets.size()), block, timeout);
 }
 
 }  // namespace fiberio

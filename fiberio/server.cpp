@@ -587,8 +587,14 @@ const ServerOptions& StreamServer::options() const noexcept { return core_->opts
 
 void StreamServer::start() { core_->start(); }
 void StreamServer::serve_forever() { core_->serve_forever(); }
-void StreamServer::stop() { core_->stop(core_->opts_view().stop_timeout); }
-void StreamServer::stop(OptDuration grace) { core_->stop(grace); }
+// stop() may be called from another thread, whose call can outlive this object: serve_forever()
+// returns as soon as the server has stopped, and its caller may destroy the server while stop() still
+// finishes its bookkeeping. The call holds the core alive until it returns.
+void StreamServer::stop() { stop(core_->opts_view().stop_timeout); }
+void StreamServer::stop(OptDuration grace) {
+  auto core = core_;
+  core->stop(grace);
+}
 bool StreamServer::started() const noexcept { return core_->started(); }
 bool StreamServer::stopped() const noexcept { return core_->stopped(); }
 Address StreamServer::address() const { return core_->address(); }
@@ -612,8 +618,11 @@ DatagramServer::~DatagramServer() = default;
 
 void DatagramServer::start() { core_->start(); }
 void DatagramServer::serve_forever() { core_->serve_forever(); }
-void DatagramServer::stop() { core_->stop(core_->opts_view().stop_timeout); }
-void DatagramServer::stop(OptDuration grace) { core_->stop(grace); }
+void DatagramServer::stop() { stop(core_->opts_view().stop_timeout); }
+void DatagramServer::stop(OptDuration grace) {
+  auto core = core_;  // as StreamServer::stop
+  core->stop(grace);
+}
 std::size_t DatagramServer::sendto(std::string_view data, const Address& to) { return core_->socket().sendto(data, to); }
 bool DatagramServer::started() const noexcept { return core_->started(); }
 bool DatagramServer::stopped() const noexcept { return core_->stopped(); }

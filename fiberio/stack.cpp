@@ -27,6 +27,13 @@ std::size_t page_size() {
 
 std::size_t round_pages(std::size_t n) { return (n + page_size() - 1) / page_size() * page_size(); }
 
+// The inaccessible region below each guarded stack. One page can be jumped by a single large frame
+// (a 16 KiB local array whose far end is written first lands in the neighbouring stack, silently);
+// 64 KiB of address space per stack cannot be jumped by frames that size, and costs no memory.
+// Larger frames need the compiler's stack-clash protection (-fstack-clash-protection), which probes
+// every page as the frame grows: fiberio is built with it, and README.md asks it of users' code.
+std::size_t guard_bytes() { return std::max<std::size_t>(64 * 1024, page_size()); }
+
 StackOptions initial_options() {
   StackOptions o;
   if (const char* s = std::getenv("FIBERIO_STACK_SIZE")) {
@@ -86,7 +93,7 @@ void StackPool::add_slab(SizeClass& c) {
   slabs_.reserve(slabs_.size() + 1);
   for (std::size_t i = kStacksPerSlab; i-- > 0;) {
     char* lo = base + i * c.stride;
-    if (guarded) ::mprotect(lo, page_size(), PROT_NONE);
+    if (guarded) ::mprotect(lo, guard_bytes(), PROT_NONE);
     c.fresh.push_back(lo + c.stride);
   }
   slabs_.push_back({base, c.stride, kStacksPerSlab, guarded});
@@ -94,8 +101,11 @@ void StackPool::add_slab(SizeClass& c) {
 }
 
 boost::context::stack_context StackPool::allocate() {
-  std::size_t stride = round_pages(std::max(g_size.load(std::memory_order_relaxed), kMinStack)) + page_size();
+  std::size_t stride = round_pages(std::max(g_size.load(std::memory_order_relaxed), kMinStack)) + guard_bytes();
   SizeClass& c = size_class(stride);
+  // Room, now, for every live stack to come back: deallocate() runs where nothing may throw and,
+  // short of memory, must still not lose the stack (a kill under memory pressure frees stacks).
+  if (std::size_t need = c.hot.size() + live_ + 1; c.hot.capacity() < need) c.hot.reserve(std::max(need, 2 * c.hot.capacity()));
   void* top;
   if (!c.hot.empty()) {
     top = c.hot.back();
@@ -114,14 +124,14 @@ boost::context::stack_context StackPool::allocate() {
   ++live_;
   boost::context::stack_context sc;
   sc.sp = top;
-  sc.size = stride - page_size();
+  sc.size = stride - guard_bytes();
   return sc;
 }
 
 void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
   --live_;
   try {
-    SizeClass& c = size_class(sc.size + page_size());
+    SizeClass& c = size_class(sc.size + guard_bytes());
     c.hot.push_back(sc.sp);
     std::size_t cap = g_hot_cache.load(std::memory_order_relaxed);
     if (c.hot.size() >= cap + kTrimBatch) trim(c, c.hot.size() - cap);
@@ -138,7 +148,7 @@ void StackPool::trim(SizeClass& c, std::size_t n) {
   // Stacks one stride apart are contiguous and fully mapped (guard pages included), so a run of them
   // — typically whole slabs after a burst — costs one madvise and one TLB flush, not one per stack.
   const auto stride = static_cast<std::ptrdiff_t>(c.stride);
-  const std::size_t usable = c.stride - page_size();
+  const std::size_t usable = c.stride - guard_bytes();
   for (std::size_t i = 0; i < victims.size();) {
     std::size_t j = i + 1;
     while (j < victims.size() && static_cast<char*>(victims[j]) - static_cast<char*>(victims[j - 1]) == stride) ++j;
@@ -155,7 +165,7 @@ bool StackPool::is_guard_page(const void* addr) const noexcept {
   for (const auto& s : slabs_) {
     auto b = reinterpret_cast<std::uintptr_t>(s.base);
     if (!s.guarded || a < b || a >= b + s.stride * s.count) continue;
-    return (a - b) % s.stride < page_size();
+    return (a - b) % s.stride < guard_bytes();
   }
   return false;
 }

@@ -2,8 +2,10 @@
 //
 // * Stacks are carved from slabs (one mmap per kStacksPerSlab stacks) and recycled LIFO on the
 //   thread that freed them, so spawning 100,000 fibers costs ~100,000/16 mmaps once, then none.
-// * A guard page (PROT_NONE) below a stack turns an overflow into a SIGSEGV that fiberio reports as
-//   "fiberio: fiber stack overflow" before the process dies. Each guard splits a mapping in two, and
+// * A 64 KiB guard region (PROT_NONE) below a stack turns an overflow into a SIGSEGV that fiberio
+//   reports as "fiberio: fiber stack overflow" before the process dies. It is that large so that a
+//   frame with a big local array cannot jump it; frames larger still need -fstack-clash-protection
+//   (fiberio's own build uses it; see README.md). Each guard splits a mapping in two, and
 //   Linux's default vm.max_map_count is 65,530, so only the first `guard_budget` stacks of the process
 //   get a guard (default 16,384 ≈ 33k mappings); stacks beyond the budget are unguarded: an overflow
 //   there corrupts memory silently, as in any runtime without guards. Raise the budget (and
@@ -61,7 +63,7 @@ class StackPool {
   // new size, while stacks of the old size still return to their own class (and serve that size
   // again if it comes back).
   struct SizeClass {
-    std::size_t stride;         // stack size + guard page
+    std::size_t stride;         // stack size + guard region
     std::vector<void*> hot;     // freed stack tops, resident
     std::vector<void*> cold;    // freed stack tops, pages returned to the kernel
     std::vector<void*> fresh;   // never used

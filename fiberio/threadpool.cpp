@@ -1,5 +1,8 @@
 #include "fiberio/threadpool.hpp"
 
+#include "fiberio/detail/interruption.hpp"
+#include "fiberio/hub.hpp"
+
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -11,6 +14,21 @@
 #include <string_view>
 
 namespace fiberio {
+
+void detail::wait_for_task(const std::function<void()>& wait_once, bool deliver) {
+  Interruption caught;
+  for (;;) {
+    try {
+      wait_once();
+      break;
+    } catch (...) {
+      if (!caught.take_current()) throw;  // not an interruption: the wait itself failed
+    }
+  }
+  if (!caught) return;
+  caught.rearm();
+  if (deliver) check_interrupts();  // throws it now
+}
 
 ThreadPool::ThreadPool(std::size_t threads, ThreadPriority priority) : priority_(priority) {
   if (threads == 0) throw std::invalid_argument("fiberio::ThreadPool: needs at least one thread");

@@ -14,6 +14,14 @@
 
 namespace fiberio {
 
+namespace detail {
+// Calls wait_once() until it returns, catching kills and Timeouts meanwhile (an offloaded task may
+// still be writing into the caller's memory, so the caller must not unwind before it ends). Then,
+// with deliver, throws the first interruption caught; without, leaves it pending for the fiber's
+// next suspension point (for callers that must not throw: the libc shims).
+void wait_for_task(const std::function<void()>& wait_once, bool deliver);
+}  // namespace detail
+
 // How a pool's threads compete for a CPU with the hubs' I/O threads (Linux scheduling class).
 enum class ThreadPriority {
   normal,      // as the creating thread
@@ -55,9 +63,16 @@ class ThreadPool {
   }
 
   // Runs f(args...) on a pool thread; blocks only the calling fiber; returns its result or rethrows.
+  // A kill or a Timeout that arrives meanwhile takes effect when the task has returned, not before:
+  // a thread cannot be interrupted, and the task may use memory on the caller's stack (references it
+  // captured), which unwinding would free under it. So a task that never returns leaves its caller
+  // unkillable: give long tasks their own way to stop (a flag, a deadline). To leave a task running
+  // and go on, use spawn() with arguments it owns, and AsyncResult::get(timeout).
   template <class F, class... Args>
   auto apply(F&& f, Args&&... args) {
-    return spawn(std::forward<F>(f), std::forward<Args>(args)...).get();
+    auto result = spawn(std::forward<F>(f), std::forward<Args>(args)...);
+    detail::wait_for_task([&result] { result.wait(); }, /*deliver=*/true);
+    return result.get();
   }
 
  private:

@@ -49,11 +49,13 @@ Waited park_until(Deadline deadline);
 // Blocks the thread in the real poll() until fd is ready or `deadline` passes.
 Waited block_fd(int fd, Io dir, Deadline deadline) noexcept;
 
-// Runs on the calling fiber's behalf and waits without being interruptible: for a job on another
-// thread that writes into the caller's buffers (the resolver), so the caller may not leave early.
-// A kill or expired Timeout meanwhile stays pending, as above.
+// Waits for a job on another thread that writes into the caller's buffers (the resolver): the caller
+// may not leave early. A kill or expired Timeout meanwhile stays pending (detail::wait_for_task).
 template <class T>
-T wait_uninterruptibly(AsyncResult<T> result);
+T wait_uninterruptibly(AsyncResult<T> result) {
+  fiberio::detail::wait_for_task([&result] { result.wait(); }, /*deliver=*/false);
+  return result.get();
+}
 
 using fiberio::detail::Interruption;
 
@@ -99,21 +101,5 @@ class BlockingCall {
   int saved_errno_;
   Deadline deadline_ = kNoDeadline;
 };
-
-// ---- template implementation ----
-template <class T>
-T wait_uninterruptibly(AsyncResult<T> result) {
-  Interruption caught;
-  for (;;) {
-    try {
-      result.wait();
-      break;
-    } catch (...) {
-      caught.take_current();  // delivery cleared it, so the next wait parks normally
-    }
-  }
-  caught.rearm();
-  return result.get();
-}
 
 }  // namespace fiberio::patched::detail

@@ -211,6 +211,21 @@ class Client {
     return ::recv(fd_, &c, 1, 0) <= 0;
   }
 
+  // Reads and drops the rest of the stream: 0 if it ends in a clean EOF (FIN), the errno if it ends
+  // in an error (ECONNRESET: the server reset the connection), -1 if it has not ended within timeout.
+  int how_it_ends(Ms timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<Ms>(until - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return -1;
+      char sink[4096];
+      ssize_t n = ::recv(fd_, sink, sizeof sink, 0);
+      if (n == 0) return 0;
+      if (n < 0) return errno;
+    }
+  }
+
  private:
   int fd_ = -1;
   std::string buf_;
@@ -763,6 +778,29 @@ TEST(HttpServer, EndpointsAndBadRequestsInBothModels) {
     std::string many = "GET /hello HTTP/1.1\r\n";
     for (int i = 0; i < 150; ++i) many += "X-Header: " + std::to_string(i) + "\r\n";
     EXPECT_EQ(http_status(port, many + "\r\n"), "HTTP/1.1 431 Request Header Fields Too Large");
+    EXPECT_EQ(server.stop(), 0) << server.output();
+  }
+}
+
+// The server answers without reading a request's body. Closing with those bytes unread makes the
+// kernel reset the connection (RST), which can destroy a reply the client has not read yet (and that
+// the kernel had not sent yet): the server now sends FIN first and drains what is left (a lingering
+// close), so the client sees the reply and then a clean EOF, never ECONNRESET.
+TEST(HttpServer, ReplyReachesAClientWhoseBodyWasNotRead) {
+  for (std::string model : {"sync", "fiber"}) {
+    SCOPED_TRACE(model);
+    Proc server("http_server", {"--model=" + model, "--workers", "1", "--port", "0"});
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    for (int i = 0; i < 5; ++i) {
+      Client c(port);
+      c.send("POST /hello HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'b'));
+      std::this_thread::sleep_for(100ms);  // the server has answered and closed meanwhile
+      auto line = c.read_line();
+      ASSERT_TRUE(line.has_value()) << "round " << i << ": the reply was lost";
+      EXPECT_EQ(line->substr(0, 30), "HTTP/1.1 405 Method Not Allowe");
+      EXPECT_EQ(c.how_it_ends(3000ms), 0) << "round " << i << ": the connection was reset, not closed";
+    }
     EXPECT_EQ(server.stop(), 0) << server.output();
   }
 }

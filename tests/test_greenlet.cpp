@@ -1,9 +1,11 @@
 // Greenlet API: spawn/get/join/kill/link, joinall/killall, error reporting, many greenlets, stacks.
 #include <fiberio/fiberio.hpp>
 #include <boost/fiber/mutex.hpp>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -12,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -755,4 +758,54 @@ TEST(Greenlet, MoveOnlyResultIsMovedOutByGet) {
   auto s = fiberio::spawn([] { return std::string("again"); });
   EXPECT_EQ(s.get(), "again");
   EXPECT_EQ(s.get(), "again");
+}
+
+// Out of memory, killing must still work: kill() used to allocate its GreenletExit per call, and with
+// the address space exhausted killall() of 3,000 greenlets ended in std::terminate.
+TEST(GreenletKill, KillallWithMemoryExhaustedNeitherAllocatesNorTerminates) {
+  auto res = fiberio_test::run_child([] {
+    std::vector<fiberio::GreenletRef> gs;
+    gs.reserve(3000);
+    for (int i = 0; i < 3000; ++i) gs.push_back(fiberio::spawn([] { fiberio::sleep(60s); }));
+    fiberio::sleep(10ms);  // all started and parked
+    // The address-space limit just above what is mapped now, then the rest eaten by malloc.
+    long pages = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    if (pages <= 0) return 3;
+    static void* eaten[1 << 20];
+    rlimit lim{};
+    lim.rlim_cur = lim.rlim_max = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (4 << 20);
+    if (::setrlimit(RLIMIT_AS, &lim) != 0) return 4;
+    std::size_t n = 0;
+    while (n < (1 << 20) && (eaten[n] = std::malloc(4096))) ++n;
+    while (n < (1 << 20) && (eaten[n] = std::malloc(64))) ++n;
+    fiberio::killall(gs);
+    int alive = 0;
+    for (auto& g : gs) alive += !g.killed();
+    for (std::size_t i = 0; i < n; ++i) std::free(eaten[i]);
+    return alive == 0 ? 0 : 2;
+  });
+  EXPECT_TRUE(res.exited_ok()) << res.describe();
+}
+
+// The default handler is rate-limited: a flood of failures (a client resetting every connection)
+// prints at most 20 lines a second per thread, then one line that counts the rest.
+TEST(GreenletErrors, DefaultHandlerDoesNotFloodTheLog) {
+  auto res = fiberio_test::run_child([] {
+    std::vector<fiberio::Greenlet<void>> gs;
+    for (int i = 0; i < 1000; ++i) gs.push_back(fiberio::spawn([] { throw std::runtime_error("reset"); }));
+    fiberio::joinall(gs);
+    fiberio::sleep(1100ms);
+    fiberio::spawn([] { throw std::runtime_error("later"); }).join();
+    return 0;
+  });
+  ASSERT_TRUE(res.exited_ok()) << res.describe();
+  std::size_t lines = std::count(res.err.begin(), res.err.end(), '\n');
+  EXPECT_LE(lines, 22u) << res.err.substr(0, 2000);
+  EXPECT_NE(res.err.find("fiberio: 980 more greenlet failure(s) on this thread were not printed"), std::string::npos)
+      << res.err.substr(0, 2000);
+  EXPECT_NE(res.err.find("failed with std::runtime_error: later"), std::string::npos);
 }

@@ -87,6 +87,31 @@ TEST(PatchedDemos, BlockingEchoServerServes200ConcurrentClientsAndStopsOnCtrlC) 
   EXPECT_NE(read_file(log2).find("usage: blocking_echo_server"), std::string::npos);
 }
 
+// --port 0: the kernel picks the port, and the listening line names it (it used to say port 0).
+TEST(PatchedDemos, BlockingEchoServerOnPortZeroPrintsTheRealPort) {
+  FIBERIO_WATCHDOG(60);
+  fiberio::ensure_hub();
+  TempDir dir;
+  std::string log = dir.path + "/server.log";
+  Child server({demo("blocking_echo_server"), "--port", "0"}, log);
+  int port = 0;
+  for (int i = 0; i < 500 && port == 0; ++i) {
+    auto text = read_file(log);
+    auto at = text.find("listening on 127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(text.c_str() + at + 23);
+    if (port == 0) fiberio::sleep(10ms);
+  }
+  ASSERT_GT(port, 0) << read_file(log);
+  int fd = connect_to(port);
+  ASSERT_GE(fd, 0) << "nothing listens on the printed port " << port;
+  ASSERT_EQ(::write(fd, "ping\n", 5), 5);
+  char buf[8] = {};
+  EXPECT_EQ(::read(fd, buf, sizeof buf), 5);
+  EXPECT_STREQ(buf, "ping\n");
+  ::close(fd);
+  EXPECT_NE(server.signal_and_wait(SIGINT, 5000ms), -1);
+}
+
 TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
   FIBERIO_WATCHDOG(60);
   fiberio::ensure_hub();

@@ -2,6 +2,7 @@
 // EMFILE recovery and SIGINT draining (in forked children), workers, datagrams, leaks.
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -9,11 +10,13 @@
 
 #include <fiberio/fiberio.hpp>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "support/leak_check.hpp"
+#include "support/child.hpp"
 #include "support/interrupts.hpp"
 #include "support/servers.hpp"
 #include "watchdog.hpp"
@@ -394,6 +397,40 @@ TEST(StreamServer, StopFromAnotherThread) {
   server_ptr->stop(1s);
   t.join();
   EXPECT_EQ(server_ptr, nullptr);
+}
+
+// stop() from another thread may still be finishing when serve_forever() returns and the server is
+// destroyed: it must not touch the freed server (a use-after-free ASan and TSan reported). Both
+// threads share one CPU here, so the serving thread destroys the server, and overwrites the freed
+// memory, before the stopping thread runs again.
+TEST(StreamServer, StopFromAnotherThreadOutlivesTheServer) {
+  auto res = fiberio_test::run_child([] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    ::sched_setaffinity(0, sizeof one, &one);
+    for (int round = 0; round < 20; ++round) {
+      std::atomic<StreamServer*> server_ptr{nullptr};
+      std::thread t([&] {
+        {
+          StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+          server.start();
+          server_ptr = &server;
+          server.serve_forever();  // until the main thread stops it
+        }
+        std::vector<std::unique_ptr<char[]>> scribble;  // reuse the freed memory at once
+        for (std::size_t n = 16; n <= 4096; n += 16) {
+          scribble.emplace_back(new char[n]);
+          std::memset(scribble.back().get(), 0xA5, n);
+        }
+      });
+      while (!server_ptr) std::this_thread::sleep_for(1ms);
+      server_ptr.load()->stop(1s);
+      t.join();
+    }
+    return 0;
+  });
+  EXPECT_TRUE(res.exited_ok()) << res.describe();
 }
 
 TEST(StreamServer, UnixSocketServer) {

@@ -56,3 +56,52 @@ TEST(StackOverflow, OrdinarySegfaultIsNotReportedAsOverflow) {
   EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
   EXPECT_EQ(res.err.find("stack overflow"), std::string::npos) << res.describe();
 }
+
+namespace {
+// One frame much larger than a page, its lowest bytes written first, compiled WITHOUT stack-clash
+// probes (as users' code on Debian is by default): it can land past a guard of one page.
+[[gnu::noinline, gnu::optimize("no-stack-clash-protection")]] int big_frame() {
+  volatile char frame[24 * 1024];
+  for (int i = 0; i < 256; ++i) frame[i] = 0x77;
+  return frame[0];
+}
+
+// Uses the stack in 1 KiB frames down to `floor`, then calls big_frame().
+[[gnu::noinline]] int descend(const char* floor) {
+  volatile char pad[1024];
+  pad[0] = 1;
+  if (reinterpret_cast<const volatile char*>(&pad[0]) - floor > 3 * 1024) return descend(floor) + pad[0];
+  return big_frame();
+}
+}  // namespace
+
+// A frame larger than the guard below a fiber's stack used to jump it: the overflowing fiber wrote
+// 256 bytes into its neighbour's stack and the program went on (exit 0, no message). The guard region
+// is 64 KiB now: the same overflow dies with "fiber stack overflow".
+TEST(StackOverflow, LargeFrameCannotJumpTheGuardIntoANeighbour) {
+  auto res = run_child([] {
+    constexpr std::size_t kMark = 40 * 1024;
+    bool intact = true;
+    // The neighbour: allocated first, so its stack sits right below the next one's guard. Its
+    // frames near its top hold a marked buffer.
+    auto neighbour = fiberio::spawn([&intact] {
+      volatile char mark[kMark];
+      for (std::size_t i = 0; i < kMark; ++i) mark[i] = 0x11;
+      fiberio::sleep(100ms);
+      for (std::size_t i = 0; i < kMark; ++i)
+        if (mark[i] != 0x11) intact = false;
+    });
+    auto overflowing = fiberio::spawn([] {
+      volatile char top = 0;
+      const char* floor = const_cast<const char*>(&top) - fiberio::stack_options().size;
+      return descend(floor) + top;
+    });
+    fiberio::sleep(10ms);
+    neighbour.join();
+    (void)overflowing.join(1s);
+    std::printf("neighbour %s\n", intact ? "intact" : "overwritten");
+    return 0;
+  });
+  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
+  EXPECT_NE(res.err.find("fiber stack overflow"), std::string::npos) << res.describe();
+}

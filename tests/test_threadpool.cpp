@@ -4,7 +4,9 @@
 
 #include <fiberio/fiberio.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -140,4 +142,52 @@ TEST(ThreadPool, MoveOnlyResults) {
   fiberio::AsyncResult<std::unique_ptr<int>> a;
   a.set(std::make_unique<int>(3));
   EXPECT_EQ(*a.get(), 3);
+}
+
+// A greenlet killed while it waits in run_in_thread must not unwind while the task still writes
+// through references into its stack: that stack would go back to the pool and to another greenlet
+// (which used to find 4 KiB of its own frame overwritten, with no message).
+TEST(RunInThread, KillTakesEffectWhenTheTaskReturnsAndNoStackIsOverwritten) {
+  for (int round = 0; round < 5; ++round) {
+    std::atomic<bool> task_done{false};
+    auto victim = fiberio::spawn([&] {
+      char buf[4096];
+      fiberio::run_in_thread([&buf, &task_done] {
+        auto until = std::chrono::steady_clock::now() + 50ms;
+        while (std::chrono::steady_clock::now() < until) std::memset(buf, 0x5A, sizeof buf);
+        task_done = true;
+      });
+    });
+    fiberio::sleep(10ms);  // the task is writing into victim's frame
+    victim.kill();         // returns once victim has unwound
+    EXPECT_TRUE(task_done) << "round " << round << ": the greenlet unwound while its task still ran";
+    EXPECT_TRUE(victim.killed());
+    auto other = fiberio::spawn([] {  // likely to get victim's recycled stack
+      char mine[4096];
+      std::memset(mine, 1, sizeof mine);
+      fiberio::sleep(60ms);
+      return std::count(mine, mine + sizeof mine, 1) == static_cast<long>(sizeof mine);
+    });
+    EXPECT_TRUE(other.get()) << "round " << round << ": another greenlet's stack was overwritten";
+  }
+}
+
+TEST(RunInThread, TimeoutTakesEffectWhenTheTaskReturns) {
+  std::atomic<bool> done{false};
+  auto t0 = fiberio::Clock::now();
+  bool raised = false;
+  {
+    fiberio::Timeout guard(10ms);
+    try {
+      fiberio::run_in_thread([&done] {
+        std::this_thread::sleep_for(60ms);
+        done = true;
+      });
+    } catch (const fiberio::TimeoutError& e) {
+      raised = e.is(guard);
+    }
+  }
+  EXPECT_TRUE(raised);
+  EXPECT_TRUE(done);
+  EXPECT_GE(fiberio::Clock::now() - t0, 60ms);
 }
