@@ -20,6 +20,7 @@
 #include "fiberio/event.hpp"
 #include "fiberio/greenlet.hpp"
 #include "fiberio/io.hpp"
+#include "fiberio/local.hpp"
 #include "fiberio/signal.hpp"
 #include "fiberio/time.hpp"
 
@@ -55,10 +56,8 @@ struct ServerShared {
   Event all_stopped;
 
   // Whether the running greenlet is one of this server's handlers (they carry a greenlet-local mark).
-  bool in_own_handler() const {
-    auto& locals = fiber_state().locals;
-    return locals.find(this) != locals.end();
-  }
+  local<bool> handler_mark;
+  bool in_own_handler() const { return handler_mark.has_value(); }
 };
 
 // One accept (or receive) loop on one hub, with the handler greenlets it spawned.
@@ -169,7 +168,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
   }
 
   // Marks the running greenlet as one of ours (so stop() called from it does not wait for itself).
-  void mark_handler() { fiber_state().locals[sh_.get()] = nullptr; }
+  void mark_handler() { *sh_->handler_mark = true; }
 
   void spawn_stream_handler(Socket conn, Address peer) {
     auto g = spawn([sh = sh_, self = shared_from_this(), conn = std::move(conn), peer]() mutable {
@@ -188,101 +187,37 @@ class Worker : public std::enable_shared_from_this<Worker> {
     backoff = std::min(backoff * 2, kMaxBackoff);
   }
 
-  void accept_loop() {
-    int lfd = sock_.fd();
-    Duration backoff = kFirstBackoff;
-    bool reported = false;
-    for (;;) {
-      wait_capacity();
-      bool drained = false;
-      for (std::size_t n = 0; n < sh_->opts.accept_batch && !at_capacity();) {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        int c = ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c >= 0) {
-          ++n;
-          backoff = kFirstBackoff;
-          bool tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
-          if (tcp && sh_->opts.nodelay) {
-            int one = 1;
-            ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // best effort, as Go's
-          }
-          Socket conn = Socket::adopt(c, tcp);
-          try {
-            spawn_stream_handler(std::move(conn), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
-          } catch (const std::exception&) {
-            back_off(backoff);  // no memory for a fiber stack: the connection is closed, slow down
-          }
-          continue;
-        }
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK) {
-          drained = true;
-          break;
-        }
-        if (per_connection_error(e)) {
-          ++n;  // counts toward the batch, so a stream of failing connections cannot starve others
-          continue;
-        }
-        if (resource_error(e)) {
-          back_off(backoff);
-          break;  // then retry accept4 directly: with an edge-triggered poller no new event may come
-        }
-        if (e == EBADF || e == EINVAL) return;  // the listener was closed
-        if (!reported) {
-          reported = true;
-          std::fprintf(stderr, "fiberio: %s: accept failed: %s (retrying)\n", sh_->name.c_str(), std::strerror(e));
-        }
-        back_off(backoff);
-        break;
-      }
-      if (drained) {
-        try {
-          wait_read(lfd);
-        } catch (const ClosedError&) {
-          return;
-        }
-      } else {
-        yield();  // a full batch: let the new handlers run before taking more
-      }
-    }
-  }
+  // What the receive loop does after a failed take: go on (not counted), go on counting it toward the
+  // batch (so failing connections cannot starve others), back off, or stop (the listener is gone).
+  enum class After { Next, Count, BackOff, Stop };
 
-  void datagram_loop() {
-    std::vector<char> buf(kMaxDatagram);
+  // The one receive loop of both server kinds (as gevent's baseserver owns the accept loop): while
+  // below capacity, take up to accept_batch connections or datagrams, then wait for the listener to
+  // be readable (or yield after a full batch, so the new handlers run). Each kind supplies take(fd,
+  // backoff) -> 0 when it took one (and spawned its handler) or the errno, and on_error(errno).
+  template <class Take, class OnError>
+  void receive_loop(Take take, OnError on_error) {
     int fd = sock_.fd();
     Duration backoff = kFirstBackoff;
     for (;;) {
       wait_capacity();
       bool drained = false;
       for (std::size_t n = 0; n < sh_->opts.accept_batch && !at_capacity();) {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        ssize_t got = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&ss), &len);
-        if (got >= 0) {
+        int e = take(fd, backoff);
+        if (e == 0) {
           ++n;
           backoff = kFirstBackoff;
-          auto from = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-          try {
-            auto g = spawn([sh = sh_, self = shared_from_this(), data = std::string(buf.data(), got), from] {
-              self->mark_handler();
-              sh->datagram_handler(data, from);
-            });
-            g.set_name(fmt::format("{} {}", sh_->name, from));
-            track(g);
-          } catch (const std::exception&) {
-            back_off(backoff);
-          }
           continue;
         }
-        int e = errno;
         if (e == EAGAIN || e == EWOULDBLOCK) {
           drained = true;
           break;
         }
-        // ICMP errors from earlier replies (port unreachable...) surface here: not ours to handle.
-        if (e == EINTR || e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == ECONNRESET) continue;
-        if (e == EBADF) return;
+        After next = on_error(e);
+        if (next == After::Stop) return;
+        if (next == After::Count) ++n;
+        if (next != After::BackOff) continue;
+        // Then retry directly: with an edge-triggered poller no new event may come.
         back_off(backoff);
         break;
       }
@@ -296,6 +231,66 @@ class Worker : public std::enable_shared_from_this<Worker> {
         yield();
       }
     }
+  }
+
+  void accept_loop() {
+    bool reported = false;
+    auto take = [this](int lfd, Duration& backoff) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      int c = ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c < 0) return errno;
+      bool tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+      if (tcp && sh_->opts.nodelay) {
+        int one = 1;
+        ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // best effort, as Go's
+      }
+      Socket conn = Socket::adopt(c, tcp);
+      try {
+        spawn_stream_handler(std::move(conn), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+      } catch (const std::exception&) {
+        back_off(backoff);  // no memory for a fiber stack: the connection is closed, slow down
+      }
+      return 0;
+    };
+    receive_loop(take, [this, &reported](int e) {
+      if (per_connection_error(e)) return After::Count;
+      if (resource_error(e)) return After::BackOff;
+      if (e == EBADF || e == EINVAL) return After::Stop;  // the listener was closed
+      if (!reported) {
+        reported = true;
+        std::fprintf(stderr, "fiberio: %s: accept failed: %s (retrying)\n", sh_->name.c_str(), std::strerror(e));
+      }
+      return After::BackOff;
+    });
+  }
+
+  void datagram_loop() {
+    std::vector<char> buf(kMaxDatagram);
+    auto take = [this, &buf](int fd, Duration& backoff) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      ssize_t got = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&ss), &len);
+      if (got < 0) return errno;
+      auto from = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+      try {
+        auto g = spawn([sh = sh_, self = shared_from_this(), data = std::string(buf.data(), static_cast<std::size_t>(got)), from] {
+          self->mark_handler();
+          sh->datagram_handler(data, from);
+        });
+        g.set_name(fmt::format("{} {}", sh_->name, from));
+        track(g);
+      } catch (const std::exception&) {
+        back_off(backoff);
+      }
+      return 0;
+    };
+    receive_loop(take, [](int e) {
+      // ICMP errors from earlier replies (port unreachable...) surface here: not ours to handle.
+      if (e == EINTR || e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == ECONNRESET) return After::Next;
+      if (e == EBADF) return After::Stop;
+      return After::BackOff;
+    });
   }
 
   std::shared_ptr<ServerShared> sh_;

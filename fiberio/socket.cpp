@@ -140,6 +140,37 @@ void Socket::wait_failed(detail::FdWait r, detail::Deadline deadline, const char
   detail::throw_if_failed(r, label(op), timeout_);
 }
 
+// A call's deadline, computed from the socket's timeout on its first wait only: the fast path (the
+// system call succeeds at once) does not read the clock.
+struct Socket::Deadline {
+  detail::Deadline at{};
+  bool known = false;
+  detail::Deadline get(const OptDuration& timeout) {
+    if (!known) {
+      at = detail::deadline_after(timeout);
+      known = true;
+    }
+    return at;
+  }
+};
+
+// The one retry loop of Socket's I/O calls, in the shape of Go's internal/poll: attempt(fd) makes the
+// system call; a result >= 0 is returned; EINTR tries again; EAGAIN waits for readiness (until the
+// deadline) and tries again; any other errno throws (throw_net_error). The fd is re-checked after each
+// wait: close() from another fiber meanwhile makes it -1.
+template <class Attempt>
+ssize_t Socket::retry(detail::Io dir, const char* op, Deadline& deadline, Attempt attempt) {
+  for (;;) {
+    int fd = checked_fd(op);
+    ssize_t n = attempt(fd);
+    if (n >= 0) return n;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label(op));
+    wait(dir, deadline.get(timeout_), op);
+  }
+}
+
 int Socket::family() const {
   return getsockopt(SOL_SOCKET, SO_DOMAIN);
 }
@@ -158,28 +189,21 @@ void Socket::listen(int backlog) {
 }
 
 std::pair<Socket, Address> Socket::accept() {
-  auto deadline = detail::deadline_after(timeout_);
-  for (;;) {
-    int fd = checked_fd("accept");
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int c = ::accept4(fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (c >= 0) {
-      std::pair<Socket, Address> r;
-      r.first.fd_ = c;
-      r.first.tcp_ = tcp_;
-      r.second = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-      return r;
-    }
-    int e = errno;
+  Deadline deadline;
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int c = static_cast<int>(retry(detail::Io::Read, "accept", deadline, [&](int fd) {
+    len = sizeof ss;
+    int r = ::accept4(fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     // ECONNABORTED: that client gave up before we took it; the next one may be waiting.
-    if (e == EINTR || e == ECONNABORTED) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK) {
-      wait(detail::Io::Read, deadline, "accept");
-      continue;
-    }
-    throw_net_error(e, fmt::format("fiberio::Socket::accept(fd {})", fd));
-  }
+    if (r < 0 && errno == ECONNABORTED) errno = EINTR;
+    return r;
+  }));
+  std::pair<Socket, Address> r;
+  r.first.fd_ = c;
+  r.first.tcp_ = tcp_;
+  r.second = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  return r;
 }
 
 void Socket::connect(const Address& addr) { connect(addr, timeout_); }
@@ -227,33 +251,17 @@ void Socket::connect(const Address& addr, OptDuration timeout) {
 std::size_t Socket::recv(std::span<char> buf, int flags) {
   int fd = checked_fd("recv");
   if (buf.empty()) return 0;
+  Deadline deadline;
   // A plain TCP read that came back short emptied the queue: until the hub reports a read event, wait
   // before reading rather than pay for a recv that returns EAGAIN (Hub::note_drained). Not with a zero
   // timeout: that caller wants whatever is there now, even if the hub has not polled since it came.
   bool drain_hint = tcp_ && flags == 0;
-  bool wait_first = drain_hint && detail::Hub::current().read_drained(fd) && !(timeout_ && *timeout_ <= Duration::zero());
-  detail::Deadline deadline{};
-  bool have_deadline = false;
-  for (;;) {
-    if (!wait_first) {
-      ssize_t n = ::recv(fd, buf.data(), buf.size(), flags);
-      if (n >= 0) {
-        if (drain_hint && n > 0 && static_cast<std::size_t>(n) < buf.size()) detail::Hub::current().note_drained(fd);
-        return static_cast<std::size_t>(n);
-      }
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("recv"));
-    }
-    wait_first = false;
-    if (!have_deadline) {
-      // Computed only when we must wait: the fast path costs one syscall.
-      deadline = detail::deadline_after(timeout_);
-      have_deadline = true;
-    }
-    wait(detail::Io::Read, deadline, "recv");
-    fd = checked_fd("recv");
-  }
+  if (drain_hint && detail::Hub::current().read_drained(fd) && !(timeout_ && *timeout_ <= Duration::zero()))
+    wait(detail::Io::Read, deadline.get(timeout_), "recv");
+  auto n = static_cast<std::size_t>(retry(detail::Io::Read, "recv", deadline,
+                                          [&](int f) { return ::recv(f, buf.data(), buf.size(), flags); }));
+  if (drain_hint && n > 0 && n < buf.size()) detail::Hub::current().note_drained(fd_);
+  return n;
 }
 
 std::string Socket::recv(std::size_t max_bytes) {
@@ -263,39 +271,21 @@ std::string Socket::recv(std::size_t max_bytes) {
 }
 
 std::size_t Socket::send(std::string_view data, int flags) {
-  int fd = checked_fd("send");
+  checked_fd("send");
   if (data.empty()) return 0;
-  detail::Deadline deadline{};
-  bool have_deadline = false;
-  for (;;) {
-    ssize_t n = ::send(fd, data.data(), data.size(), flags | MSG_NOSIGNAL);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("send"));
-    if (!have_deadline) {
-      deadline = detail::deadline_after(timeout_);
-      have_deadline = true;
-    }
-    wait(detail::Io::Write, deadline, "send");
-    fd = checked_fd("send");
-  }
+  Deadline deadline;
+  return static_cast<std::size_t>(retry(detail::Io::Write, "send", deadline, [&](int fd) {
+    return ::send(fd, data.data(), data.size(), flags | MSG_NOSIGNAL);
+  }));
 }
 
 void Socket::sendall(std::string_view data) {
-  int fd = checked_fd("sendall");
-  auto deadline = detail::deadline_after(timeout_);
+  checked_fd("sendall");
+  Deadline deadline;  // one deadline for the whole data
   while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n >= 0) {
-      data.remove_prefix(static_cast<std::size_t>(n));
-      continue;
-    }
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("sendall"));
-    wait(detail::Io::Write, deadline, "sendall");
-    fd = checked_fd("sendall");
+    auto n = retry(detail::Io::Write, "sendall", deadline,
+                   [&](int fd) { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
+    data.remove_prefix(static_cast<std::size_t>(n));
   }
 }
 
@@ -305,21 +295,14 @@ void Socket::shutdown(ShutdownHow how) {
 }
 
 std::pair<std::size_t, Address> Socket::recvfrom(std::span<char> buf, int flags) {
-  int fd = checked_fd("recvfrom");
-  auto deadline = detail::deadline_after(timeout_);
-  for (;;) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), flags, reinterpret_cast<sockaddr*>(&ss), &len);
-    if (n >= 0)
-      return {std::min(static_cast<std::size_t>(n), buf.size()),
-              Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len)};
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, label("recvfrom"));
-    wait(detail::Io::Read, deadline, "recvfrom");
-    fd = checked_fd("recvfrom");
-  }
+  Deadline deadline;
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  auto n = retry(detail::Io::Read, "recvfrom", deadline, [&](int fd) {
+    len = sizeof ss;
+    return ::recvfrom(fd, buf.data(), buf.size(), flags, reinterpret_cast<sockaddr*>(&ss), &len);
+  });
+  return {std::min(static_cast<std::size_t>(n), buf.size()), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len)};
 }
 
 std::pair<std::string, Address> Socket::recvfrom(std::size_t max_bytes) {
@@ -330,17 +313,10 @@ std::pair<std::string, Address> Socket::recvfrom(std::size_t max_bytes) {
 }
 
 std::size_t Socket::sendto(std::string_view data, const Address& to, int flags) {
-  int fd = checked_fd("sendto");
-  auto deadline = detail::deadline_after(timeout_);
-  for (;;) {
-    ssize_t n = ::sendto(fd, data.data(), data.size(), flags | MSG_NOSIGNAL, to.sockaddr_ptr(), to.sockaddr_len());
-    if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) throw_net_error(e, fmt::format("fiberio::Socket::sendto(fd {}, {})", fd, to));
-    wait(detail::Io::Write, deadline, "sendto");
-    fd = checked_fd("sendto");
-  }
+  Deadline deadline;
+  return static_cast<std::size_t>(retry(detail::Io::Write, "sendto", deadline, [&](int fd) {
+    return ::sendto(fd, data.data(), data.size(), flags | MSG_NOSIGNAL, to.sockaddr_ptr(), to.sockaddr_len());
+  }));
 }
 
 void Socket::setsockopt(int level, int name, int value) { setsockopt(level, name, &value, sizeof value); }

@@ -165,6 +165,10 @@ class Socket {
     return fd_;
   }
   [[noreturn]] static void throw_closed(const char* op);
+  // The one retry loop of the I/O calls (socket.cpp).
+  struct Deadline;
+  template <class Attempt>
+  ssize_t retry(detail::Io dir, const char* op, Deadline& deadline, Attempt attempt);
 
   int fd_ = -1;
   bool tcp_ = false;  // a TCP stream socket: recv may use the hub's drained hint (Hub::note_drained)

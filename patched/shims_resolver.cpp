@@ -63,10 +63,8 @@ struct HostStorage {
 };
 
 hostent* lookup_host(const char* name, int af) {
-  static const char key = 0;
-  auto& slot = fiberio::detail::fiber_state().locals[&key];
-  if (!slot) slot = std::make_shared<HostStorage>();
-  auto& st = *static_cast<HostStorage*>(slot.get());
+  static const fiberio::local<HostStorage> storage;  // gethostbyname's static result, per greenlet
+  auto& st = *storage;
   for (;;) {
     hostent* result = nullptr;
     int herr = 0;
