@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -50,7 +51,7 @@ struct ServerShared {
   StreamServer::Handler stream_handler;
   DatagramServer::Handler datagram_handler;
   std::string name;  // "StreamServer(127.0.0.1:8000)"
-  std::atomic<std::uint64_t> accepted{0}, backoffs{0}, errors{0}, killed{0};
+  std::atomic<std::uint64_t> accepted{0}, backoffs{0}, errors{0}, killed{0}, evicted{0};
   std::atomic<std::size_t> active{0};
   std::atomic<int> running_workers{0};
   Event all_stopped;
@@ -127,8 +128,8 @@ class Worker : public std::enable_shared_from_this<Worker> {
     if (handlers_.empty()) return;
     std::vector<GreenletRef> rest;
     auto me = getcurrent();
-    for (auto& [id, g] : handlers_)
-      if (!(g == me)) rest.push_back(g);
+    for (auto& [id, h] : handlers_)
+      if (!(h.greenlet == me)) rest.push_back(h.greenlet);
     sh_->killed += rest.size();
     for (auto& g : rest) g.kill(false);
     joinall(rest, kKillWait);
@@ -138,17 +139,39 @@ class Worker : public std::enable_shared_from_this<Worker> {
                      sh_->name.c_str(), g.name().c_str());
   }
 
+  // Waits while the worker is at max_connections. Meanwhile, if new connections wait in the backlog,
+  // the handler that has made no progress (sent nothing) for the longest, and at least
+  // evict_idle_after, is killed to make room: idle or trickling clients cannot lock the others out.
   void wait_capacity() {
     if (!limit_) return;
     SpinLockGuard lk(cap_lock_);
-    while (handlers_.size() >= limit_) park(capacity_, lk, kNoDeadline, WaitKind::Local);
+    while (handlers_.size() >= limit_) {
+      auto check_at = Clock::now() + std::min<Duration>(sh_->opts.evict_idle_after, std::chrono::milliseconds(100));
+      if (park(capacity_, lk, check_at, WaitKind::Local) || handlers_.size() < limit_) continue;
+      pollfd p{sock_.fd(), POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) continue;  // nobody is waiting to get in
+      lk.unlock();
+      evict_stalest();
+      lk.lock();
+    }
+  }
+
+  void evict_stalest() {
+    const Handler* stalest = nullptr;
+    for (auto& [id, h] : handlers_)
+      if (h.sock && (!stalest || h.sock->last_progress() < stalest->sock->last_progress())) stalest = &h;
+    if (!stalest || Clock::now() - stalest->sock->last_progress() < sh_->opts.evict_idle_after) return;
+    ++sh_->evicted;
+    GreenletRef victim = stalest->greenlet;
+    victim.kill(false);  // its Socket closes as it unwinds; handler_done() frees the slot
   }
   bool at_capacity() const noexcept { return limit_ && handlers_.size() >= limit_; }
 
   // Registers a spawned handler greenlet; its completion (however it ends) releases its slot.
-  void track(GreenletRef g) {
+  // sock: the connection it serves (stream servers), for eviction.
+  void track(GreenletRef g, const Socket* sock = nullptr) {
     auto id = g.id();
-    handlers_.emplace(id, g);
+    handlers_.emplace(id, Handler{g, sock});
     ++sh_->active;
     ++sh_->accepted;
     g.rawlink([self = shared_from_this(), id] { self->handler_done(id); });
@@ -157,7 +180,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
   void handler_done(std::uint64_t id) {
     auto it = handlers_.find(id);
     if (it == handlers_.end()) return;
-    if (it->second.base().status() == GreenletBase::Status::Failed) ++sh_->errors;
+    if (it->second.greenlet.base().status() == GreenletBase::Status::Failed) ++sh_->errors;
     handlers_.erase(it);
     --sh_->active;
     {
@@ -173,11 +196,18 @@ class Worker : public std::enable_shared_from_this<Worker> {
   void spawn_stream_handler(Socket conn, Address peer) {
     auto g = spawn([sh = sh_, self = shared_from_this(), conn = std::move(conn), peer]() mutable {
       Socket s = std::move(conn);  // closed when the handler returns or throws
+      s.set_request_timeout(sh->opts.request_timeout);
       self->mark_handler();
+      self->serving(s);  // the socket lives in this frame: the worker learns where, for eviction
       sh->stream_handler(s, peer);
     });
     g.set_name(fmt::format("{} {}", sh_->name, peer));
     track(g);
+  }
+
+  // Called by a stream handler's greenlet with the socket it serves, before the user's handler.
+  void serving(const Socket& s) {
+    if (auto it = handlers_.find(getcurrent().id()); it != handlers_.end()) it->second.sock = &s;
   }
 
   // Sleeps with exponential backoff after a resource error, so a full fd table never spins.
@@ -297,7 +327,11 @@ class Worker : public std::enable_shared_from_this<Worker> {
   Socket sock_;
   std::size_t limit_;
   GreenletRef loop_;
-  std::unordered_map<std::uint64_t, GreenletRef> handlers_;
+  struct Handler {
+    GreenletRef greenlet;
+    const Socket* sock;  // the connection it serves; null until it runs, and for datagram handlers
+  };
+  std::unordered_map<std::uint64_t, Handler> handlers_;
   Spinlock cap_lock_;
   WaitList capacity_;
   Event idle_;
@@ -486,7 +520,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     return workers_[0]->socket();
   }
   ServerStats stats() const noexcept {
-    return {sh_->accepted.load(), sh_->backoffs.load(), sh_->errors.load(), sh_->killed.load()};
+    return {sh_->accepted.load(), sh_->backoffs.load(), sh_->errors.load(), sh_->killed.load(), sh_->evicted.load()};
   }
 
  private:
@@ -563,6 +597,14 @@ StreamServer& StreamServer::nodelay(bool on) {
 }
 StreamServer& StreamServer::reuse_port(bool on) {
   core_->opts().reuse_port = on;
+  return *this;
+}
+StreamServer& StreamServer::request_timeout(OptDuration d) {
+  core_->opts().request_timeout = d;
+  return *this;
+}
+StreamServer& StreamServer::evict_idle_after(Duration d) {
+  core_->opts().evict_idle_after = d;
   return *this;
 }
 StreamServer& StreamServer::workers(unsigned n) {

@@ -58,6 +58,15 @@ struct ServerOptions {
   // pieces (headers, then body) goes out at once instead of waiting up to 40 ms for the peer's
   // delayed ACK (Nagle's algorithm).
   bool nodelay = true;
+  // Slow clients (slowloris): each accepted connection's socket gets this request timeout
+  // (Socket::set_request_timeout): a recv fails with TimeoutError once this long has passed since
+  // the handler last sent something, however many bytes trickle in meanwhile. A handler that serves
+  // clients which only send (uploads, log shipping) sets its socket's own, or std::nullopt.
+  OptDuration request_timeout = std::chrono::seconds(60);
+  // At max_connections, with new connections waiting: the connection whose handler has made no
+  // progress (sent nothing) for the longest, and at least this long, is closed to make room (its
+  // handler is killed), as nginx drops idle keep-alive connections under pressure.
+  Duration evict_idle_after = std::chrono::seconds(1);
 };
 
 struct ServerStats {
@@ -65,6 +74,7 @@ struct ServerStats {
   std::uint64_t accept_backoffs = 0;  // times accepting paused for EMFILE/ENFILE/ENOBUFS/ENOMEM
   std::uint64_t handler_errors = 0;   // handlers that ended with an exception (kills excluded)
   std::uint64_t killed = 0;           // handlers killed by stop() after the grace period
+  std::uint64_t evicted = 0;          // idle connections closed to make room at max_connections
 };
 
 namespace detail {
@@ -88,6 +98,8 @@ class StreamServer {
   StreamServer& max_connections(std::size_t n);
   StreamServer& reuse_port(bool on);
   StreamServer& workers(unsigned n);
+  StreamServer& request_timeout(OptDuration d);
+  StreamServer& evict_idle_after(Duration d);
   StreamServer& handle_signals(bool on);
   StreamServer& stop_timeout(Duration grace);
   StreamServer& nodelay(bool on);

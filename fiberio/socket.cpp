@@ -137,6 +137,9 @@ void Socket::wait(detail::Io dir, detail::Deadline deadline, const char* op) {
 void Socket::wait_failed(detail::FdWait r, detail::Deadline deadline, const char* op) {
   // A spurious early wake-up is not a timeout: the caller retries the syscall.
   if (r == detail::FdWait::TimedOut && Clock::now() < deadline) return;
+  if (r == detail::FdWait::TimedOut && request_timeout_ && deadline == progress_at_ + *request_timeout_)
+    detail::throw_if_failed(r, label(op) + " (request timeout: nothing sent to the peer for that long)",
+                            request_timeout_);
   detail::throw_if_failed(r, label(op), timeout_);
 }
 
@@ -153,6 +156,11 @@ struct Socket::Deadline {
     return at;
   }
 };
+
+void Socket::set_request_timeout(OptDuration d) {
+  request_timeout_ = d;
+  progress_at_ = Clock::now();
+}
 
 // The one retry loop of Socket's I/O calls, in the shape of Go's internal/poll: attempt(fd) makes the
 // system call; a result >= 0 is returned; EINTR tries again; EAGAIN waits for readiness (until the
@@ -252,6 +260,12 @@ std::size_t Socket::recv(std::span<char> buf, int flags) {
   int fd = checked_fd("recv");
   if (buf.empty()) return 0;
   Deadline deadline;
+  if (request_timeout_) {  // the earlier of the call's timeout and the request's deadline
+    auto request_end = progress_at_ + *request_timeout_;
+    auto op_end = detail::deadline_after(timeout_);
+    deadline.at = std::min(op_end, request_end);
+    deadline.known = true;
+  }
   // A plain TCP read that came back short emptied the queue: until the hub reports a read event, wait
   // before reading rather than pay for a recv that returns EAGAIN (Hub::note_drained). Not with a zero
   // timeout: that caller wants whatever is there now, even if the hub has not polled since it came.
@@ -274,9 +288,11 @@ std::size_t Socket::send(std::string_view data, int flags) {
   checked_fd("send");
   if (data.empty()) return 0;
   Deadline deadline;
-  return static_cast<std::size_t>(retry(detail::Io::Write, "send", deadline, [&](int fd) {
+  auto n = static_cast<std::size_t>(retry(detail::Io::Write, "send", deadline, [&](int fd) {
     return ::send(fd, data.data(), data.size(), flags | MSG_NOSIGNAL);
   }));
+  sent();
+  return n;
 }
 
 void Socket::sendall(std::string_view data) {
@@ -287,6 +303,7 @@ void Socket::sendall(std::string_view data) {
                    [&](int fd) { return ::send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
     data.remove_prefix(static_cast<std::size_t>(n));
   }
+  sent();
 }
 
 void Socket::shutdown(ShutdownHow how) {

@@ -106,6 +106,15 @@ class Socket {
   // ---- timeouts (gevent semantics, see top) ----
   void set_timeout(OptDuration timeout) noexcept { timeout_ = timeout; }
   OptDuration timeout() const noexcept { return timeout_; }
+  // A deadline that incoming bytes do not extend (set_timeout restarts with every recv, so a client
+  // trickling one byte at a time never trips it): recv throws TimeoutError once `d` has passed since
+  // this socket last sent something (or since this call). Sending is progress: a request/response
+  // protocol re-arms it with every reply. {} (the default) turns it off. StreamServer sets it on
+  // accepted connections (ServerOptions::request_timeout).
+  void set_request_timeout(OptDuration d);
+  OptDuration request_timeout() const noexcept { return request_timeout_; }
+  // When this socket last sent (or set_request_timeout was called): how long its peer has waited.
+  Clock::time_point last_progress() const noexcept { return progress_at_; }
 
   // ---- setup ----
   void bind(const Address& addr);
@@ -173,6 +182,11 @@ class Socket {
   int fd_ = -1;
   bool tcp_ = false;  // a TCP stream socket: recv may use the hub's drained hint (Hub::note_drained)
   OptDuration timeout_;
+  OptDuration request_timeout_;
+  Clock::time_point progress_at_{};
+  void sent() noexcept {
+    if (request_timeout_) progress_at_ = Clock::now();
+  }
 };
 
 }  // namespace fiberio

@@ -433,6 +433,63 @@ TEST(StreamServer, StopFromAnotherThreadOutlivesTheServer) {
   EXPECT_TRUE(res.exited_ok()) << res.describe();
 }
 
+namespace {
+// A slowloris client: connects and trickles one byte every 50 ms, never finishing a line, until the
+// server closes the connection or `limit` passes. Returns how long the server put up with it.
+fiberio::Duration trickle(const Address& addr, fiberio::Duration limit) {
+  auto t0 = fiberio::Clock::now();
+  try {
+    Socket c = fiberio::create_connection(addr, 2s);
+    while (fiberio::Clock::now() - t0 < limit) {
+      c.sendall("x");
+      fiberio::sleep(50ms);
+    }
+  } catch (const std::exception&) {  // reset or broken pipe: the server dropped us
+  }
+  return fiberio::Clock::now() - t0;
+}
+}  // namespace
+
+// Slowloris: clients that trickle a request byte by byte used to hold their connections forever, and
+// at max_connections nobody else got in (0 of 5 answered). Bytes trickling in do not extend the
+// request timeout, so they are dropped, and the others are served.
+TEST(StreamServer, SlowlorisClientsAreDroppedAndTheOthersServed) {
+  StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+  server.max_connections(10).request_timeout(500ms);
+  fiberio::set_error_handler([](const fiberio::GreenletBase&, std::exception_ptr) {});  // their timeouts
+  server.start();
+  std::vector<fiberio::Greenlet<fiberio::Duration>> slow;
+  for (int i = 0; i < 10; ++i) slow.push_back(fiberio::spawn(trickle, server.address(), fiberio::Duration(5s)));
+  fiberio::sleep(100ms);  // they hold all 10 slots
+  int answered = 0;
+  std::vector<fiberio::Greenlet<void>> normal;
+  for (int i = 0; i < 5; ++i)
+    normal.push_back(fiberio::spawn([&] {
+      if (ask(server.address(), "hello", 5s) == "hello\n") ++answered;
+    }));
+  fiberio::joinall(normal);
+  EXPECT_EQ(answered, 5);
+  for (auto& g : slow) EXPECT_LT(g.get(), 3s) << "a trickling client was held for its whole run";
+  server.stop();
+  fiberio::set_error_handler(nullptr);
+}
+
+// At max_connections, with clients waiting to get in, the connection idle for longest is closed to
+// make room (idle: its handler has sent nothing for evict_idle_after).
+TEST(StreamServer, IdleConnectionsAreEvictedToMakeRoomAtTheLimit) {
+  StreamServer server(Address("127.0.0.1", 0), echo_lines, quiet());
+  server.max_connections(5).request_timeout(std::nullopt).evict_idle_after(200ms);
+  server.start();
+  std::vector<Socket> idle;
+  for (int i = 0; i < 5; ++i) idle.push_back(fiberio::create_connection(server.address(), 2s));
+  ASSERT_TRUE(eventually([&] { return server.connections() == 5; }));
+  auto t0 = fiberio::Clock::now();
+  EXPECT_EQ(ask(server.address(), "let me in", 5s), "let me in\n");
+  EXPECT_LT(fiberio::Clock::now() - t0, 2s);
+  EXPECT_GE(server.stats().evicted, 1u);
+  server.stop();
+}
+
 TEST(StreamServer, UnixSocketServer) {
   LeakCheck leaks;
   {

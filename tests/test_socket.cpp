@@ -607,3 +607,40 @@ TEST(Socket, PeerAddressOfUnconnectedSocketThrows) {
   EXPECT_THROW(s.peer_address(), std::system_error);
   EXPECT_THROW(Socket(-1), std::invalid_argument);
 }
+
+// set_timeout restarts with every recv, so a peer trickling one byte at a time never trips it; the
+// request timeout is a deadline that incoming bytes do not extend, and that sending re-arms.
+TEST(Socket, RequestTimeoutIsNotExtendedByTrickledBytes) {
+  auto [a, b] = Socket::pair();
+  auto trickler = fiberio::spawn([&b] {
+    try {
+      for (int i = 0; i < 40; ++i) {
+        b.sendall("x");
+        fiberio::sleep(25ms);
+      }
+    } catch (const std::exception&) {
+    }
+  });
+  a.set_timeout(200ms);          // never trips: a byte comes every 25 ms
+  a.set_request_timeout(300ms);  // trips: bytes do not extend it
+  auto t0 = fiberio::Clock::now();
+  try {
+    for (;;) a.recv(1);
+  } catch (const fiberio::TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("request timeout"), std::string::npos) << e.what();
+  }
+  auto took = fiberio::Clock::now() - t0;
+  EXPECT_GE(took, 280ms);
+  EXPECT_LT(took, 800ms);
+  // Sending is progress: a socket that answers every 100 ms never hits its 300 ms request timeout.
+  a.set_request_timeout(300ms);
+  auto t1 = fiberio::Clock::now();
+  EXPECT_NO_THROW({
+    while (fiberio::Clock::now() - t1 < 600ms) {
+      a.recv(1);
+      if (fiberio::Clock::now() - a.last_progress() > 100ms) a.sendall("ack");
+    }
+  });
+  a.close();
+  trickler.join();
+}
