@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/ports.hpp"
 #include "watchdog.hpp"
 
 extern char** environ;
@@ -231,18 +232,6 @@ class Client {
   std::string buf_;
 };
 
-// A loopback port nobody listens on (bound to find a free one, then released).
-int unused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
@@ -731,7 +720,7 @@ TEST(FiberClient, RateModePrintsRequestsPerSecondAndStopsAfterDuration) {
 }
 
 TEST(FiberClient, ConnectionFailureGivesNonZeroExit) {
-  Proc client("fiber_client", {"--port", std::to_string(unused_port()), "-c", "2", "--line", "1"});
+  Proc client("fiber_client", {"--port", std::to_string(fiberio_test::free_port()), "-c", "2", "--line", "1"});
   EXPECT_EQ(client.exit_code(15000ms), 1) << client.output();
   auto out = client.output();
   EXPECT_NE(out.find("[client 1] error:"), std::string::npos) << out;

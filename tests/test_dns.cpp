@@ -17,9 +17,7 @@ using fiberio::Address;
 using fiberio::Socket;
 using fiberio::Stream;
 using fiberio::StreamServer;
-using fiberio_test::ask;
 using fiberio_test::echo_lines;
-using fiberio_test::eventually;
 using fiberio_test::LeakCheck;
 using fiberio_test::quiet;
 

@@ -19,8 +19,6 @@
 
 using namespace std::chrono_literals;
 using fiberio::Clock;
-using fiberio_test::ChildResult;
-using fiberio_test::has_line;
 using fiberio_test::Pipe;
 using fiberio_test::run_child;
 

@@ -13,15 +13,8 @@
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
-using fiberio::Address;
-using fiberio::Socket;
-using fiberio::Stream;
-using fiberio::StreamServer;
-using fiberio_test::ask;
-using fiberio_test::echo_lines;
 using fiberio_test::eventually;
 using fiberio_test::LeakCheck;
-using fiberio_test::quiet;
 
 TEST(SignalHandler, RunsInAGreenletOnTheRegisteringHub) {
   LeakCheck leaks;

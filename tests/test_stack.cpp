@@ -14,14 +14,9 @@
 #include <vector>
 
 #include "support/child.hpp"
-#include "support/pipe.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
-using fiberio::Clock;
-using fiberio_test::ChildResult;
-using fiberio_test::has_line;
-using fiberio_test::Pipe;
 using fiberio_test::run_child;
 
 namespace {

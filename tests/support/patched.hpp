@@ -29,6 +29,7 @@
 #include <fiberio/patched.hpp>
 
 #include "leak_check.hpp"
+#include "ports.hpp"
 
 extern char** environ;
 
@@ -82,19 +83,6 @@ inline int connect_to(int port) {
     return -1;
   }
   return fd;
-}
-
-// A port nobody listens on right now (bind to 0, read it, close).
-inline int free_port() {
-  int fd = fiberio::patched::original::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  fiberio::patched::original::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // Waits (cooperatively) until something accepts connections on 127.0.0.1:port.
