@@ -762,6 +762,7 @@ TEST(HttpServer, EndpointsAndBadRequestsInBothModels) {
     EXPECT_NE(get("/nope").find("404 Not Found | no such page: /nope"), std::string::npos);
     EXPECT_EQ(http_status(port, "POST /hello HTTP/1.1\r\n\r\n"), "HTTP/1.1 405 Method Not Allowed");
     EXPECT_EQ(http_status(port, "garbage\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(http_status(port, "GET  HTTP/1.1\r\n\r\n"), "HTTP/1.1 400 Bad Request");  // empty path (fuzzer)
     EXPECT_EQ(http_status(port, "GET /" + std::string(10000, 'a') + " HTTP/1.1\r\n\r\n"),
               "HTTP/1.1 431 Request Header Fields Too Large");
     std::string many = "GET /hello HTTP/1.1\r\n";

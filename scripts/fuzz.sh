@@ -1,0 +1,26 @@
+#!/bin/sh
+# Builds the libFuzzer harnesses (fuzz/) with clang in build-fuzz/ and runs each for SECONDS (default
+# 30) on a copy of its seed corpus (fuzz/corpus/NAME). A crash, a hang (10 s per input) or a memory
+# blow-up (1 GiB) fails the script, with the input saved in build-fuzz/crashes/NAME/.
+#   sh scripts/fuzz.sh [SECONDS]
+set -eu
+secs=${1:-30}
+cd "$(dirname "$0")/.."
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFIBERIO_FUZZ=ON \
+  -DFIBERIO_BUILD_TESTS=OFF -DFIBERIO_BUILD_DEMOS=OFF -DFIBERIO_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build build-fuzz -j2 --target fuzz_address fuzz_http_request fuzz_stream
+for name in address http_request stream; do
+  mkdir -p "build-fuzz/corpus/$name" "build-fuzz/crashes/$name"
+  cp fuzz/corpus/$name/* "build-fuzz/corpus/$name/"
+  echo "== fuzz_$name for $secs s"
+  status=0
+  "build-fuzz/fuzz/fuzz_$name" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
+    -print_final_stats=1 -artifact_prefix="build-fuzz/crashes/$name/" "build-fuzz/corpus/$name" \
+    >"build-fuzz/fuzz_$name.log" 2>&1 || status=$?
+  grep -E "^#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY" "build-fuzz/fuzz_$name.log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -40 "build-fuzz/fuzz_$name.log"
+    echo "fuzz_$name failed (status $status); the input is in build-fuzz/crashes/$name/" >&2
+    exit 1
+  fi
+done
