@@ -76,11 +76,6 @@ FdRegistry::Entry* FdRegistry::new_chunk(int fd) noexcept {
 }
 
 // ---- hubs ----
-const std::atomic<std::uint32_t>* FdRegistry::generation(int fd) noexcept {
-  Entry* e = entry(fd, true);
-  return e ? &e->generation : nullptr;
-}
-
 const std::atomic<std::uint32_t>* FdRegistry::watch(int fd, Hub* hub) noexcept {
   Entry* e = entry(fd, true);
   if (!e) return nullptr;

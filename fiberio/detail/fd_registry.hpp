@@ -2,8 +2,8 @@
 // changes at every close, and the libc shims' view of it. fds are process-wide, so this is too.
 //
 // Contract with the hubs (hub.cpp):
-//  * A hub that adds fd to its poller first calls watch(fd, hub), then reads generation(fd) and keeps
-//    it with its registration. At every later wait it compares: a different generation means the number
+//  * A hub that adds fd to its poller first calls watch(fd, hub), then reads the close counter that
+//    watch() returned and keeps its value with its registration. At every later wait it compares: a different generation means the number
 //    was closed (and maybe reused) since, so the hub drops the old registration (its waiters see
 //    Closed) and registers the fd afresh. A reused number can never inherit a stale registration.
 //  * forget(fd)/closing(fd), from any thread: bump the generation, then tell the hub that watches fd.
@@ -58,9 +58,8 @@ class FdRegistry {
   static FdRegistry& instance() noexcept { return instance_; }
 
   // ---- hubs (see the contract above) ----
-  // The generation counter of fd (null if fd is out of the tracked range). Stable for the process.
-  const std::atomic<std::uint32_t>* generation(int fd) noexcept;
-  // hub adds fd to its poller now; returns its generation counter (read after the owner is stored).
+  // hub adds fd to its poller now; returns fd's close counter (null if fd is out of the tracked
+  // range), to be read after this call (the owner is stored first). Its address is stable.
   const std::atomic<std::uint32_t>* watch(int fd, Hub* hub) noexcept;
   // hub no longer watches fd (it forgot it on its own thread).
   void unwatch(int fd, Hub* hub) noexcept;
