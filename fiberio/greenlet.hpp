@@ -10,7 +10,7 @@
 // (gevent returns the GreenletExit as the value; C++ has no value to return.) joinall(raise_error)
 // does not treat a kill as a failure, and the error handler never reports it.
 #pragma once
-#include <boost/context/detail/exception.hpp>
+#include <boost/context/fiber.hpp>  // forced_unwind, as the configured backend defines it
 #include <boost/fiber/fiber.hpp>
 
 #include <atomic>

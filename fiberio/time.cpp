@@ -1,7 +1,7 @@
 #include "fiberio/time.hpp"
 #include "fiberio/hub.hpp"
 
-#include <boost/context/detail/exception.hpp>
+#include <boost/context/fiber.hpp>  // forced_unwind, as the configured backend defines it
 
 #include "fiberio/detail/interruption.hpp"
 

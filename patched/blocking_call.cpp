@@ -1,6 +1,6 @@
 #include "patched/blocking_call.hpp"
 
-#include <boost/context/detail/exception.hpp>
+#include <boost/context/fiber.hpp>  // forced_unwind, as the configured backend defines it
 #include <sys/epoll.h>
 
 #include <new>

@@ -1,6 +1,7 @@
 #include "fiberio/patched.hpp"
 
 #include <dlfcn.h>
+#include <link.h>
 
 #include <cstring>
 
@@ -32,10 +33,52 @@ const void* own_base() noexcept {
   return base;
 }
 
+// Sanitizer runtimes (ASan, TSan, UBSan) are loaded first and define libc's functions themselves: each
+// such interceptor checks its arguments and forwards the call to the next definition in the search
+// order, which is a shim when this library is loaded.
+bool is_sanitizer_runtime(const char* path) noexcept {
+  const char* name = std::strrchr(path, '/');
+  name = name ? name + 1 : path;
+  for (const char* prefix : {"libasan.", "libtsan.", "libubsan.", "liblsan.", "libclang_rt."})
+    if (std::strncmp(name, prefix, std::strlen(prefix)) == 0) return true;
+  return false;
+}
+
+// The base of the first loaded shared object, in search order and sanitizer runtimes skipped, that
+// defines `symbol` itself.
+const void* first_definer(const char* symbol) noexcept {
+  const char* names[512];
+  struct Names {
+    const char** at;
+    std::size_t n = 0;
+  } list{names};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* obj, std::size_t, void* data) {
+        auto* l = static_cast<Names*>(data);
+        if (obj->dlpi_name && obj->dlpi_name[0] == '/' && !is_sanitizer_runtime(obj->dlpi_name) && l->n < 512)
+          l->at[l->n++] = obj->dlpi_name;
+        return 0;
+      },
+      &list);
+  // dlopen() outside the iteration, which holds the loader's lock.
+  for (std::size_t i = 0; i < list.n; ++i) {
+    void* h = ::dlopen(names[i], RTLD_NOLOAD | RTLD_LAZY);
+    if (!h) continue;
+    void* p = ::dlsym(h, symbol);  // this object's own definition, else one of its dependencies'
+    ::dlclose(h);
+    Dl_info info{};
+    if (p && ::dladdr(p, &info) && info.dli_fname && std::strcmp(info.dli_fname, names[i]) == 0) return info.dli_fbase;
+  }
+  return nullptr;
+}
+
+// Whether a call of `symbol` from the program runs our shim (through a sanitizer's interceptor or not).
 bool resolves_here(const char* symbol) noexcept {
   void* p = real::resolved(symbol);
   Dl_info info{};
-  return p && ::dladdr(p, &info) && info.dli_fbase == own_base();
+  if (!p || !::dladdr(p, &info)) return false;
+  if (info.dli_fbase == own_base()) return true;
+  return info.dli_fname && is_sanitizer_runtime(info.dli_fname) && first_definer(symbol) == own_base();
 }
 
 // The runtime's identification symbol (fiberio/detail/shim_interface.hpp): where the process resolves

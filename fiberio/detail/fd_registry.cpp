@@ -230,6 +230,18 @@ void FdRegistry::set_timeout(int fd, bool receive, std::chrono::nanoseconds t) n
 bool FdRegistry::take_over(int fd) noexcept {
   Entry* e = entry(fd, false);
   if (!e) return false;
+  // Once per fd, before the shims first change it: is it still the socket or pipe that was registered?
+  // A close made as a raw system call (sanitizer runtimes, syscall(SYS_close)) passes no shim, and the
+  // number may since name a regular file, which must never be switched to O_NONBLOCK.
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  bool socket = S_ISSOCK(st.st_mode);
+  if ((!socket && !S_ISFIFO(st.st_mode)) || socket != bool(e->state.load(std::memory_order_acquire) & kSocket)) {
+    forget(fd);  // its hub registration died with the old file; waiters on that file wake
+    e->state.store(0, std::memory_order_release);
+    classify_new(fd);
+    return false;  // this call runs as plain libc; the next one sees the fd as it is now
+  }
   int fl = kernel_fcntl(fd, F_GETFL);
   if (fl < 0) return false;
   if (!(fl & O_NONBLOCK) && kernel_fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return false;
