@@ -231,6 +231,7 @@ bool exchange(const Address& a, const std::string& msg, std::chrono::millisecond
 }
 
 struct Row {
+  Row(std::string n, std::string a) : name(std::move(n)), attack(std::move(a)) {}
   std::string name, attack, outcome;
   Sample before, after;
   double idle_cpu_s = -1;  // server CPU over a quiet second after the attack
@@ -271,7 +272,7 @@ void settle(Row& r, Server& srv) {
 }
 
 Row slowloris() {
-  Row r{"slowloris", "1,000 clients send 1 byte/s for 20 s; max_connections 1000, request_timeout 5 s", "", {}, {}};
+  Row r("slowloris", "1,000 clients send 1 byte/s for 20 s; max_connections 1000, request_timeout 5 s");
   ServeOptions o;
   o.max_connections = 1000;
   o.request_timeout_ms = 5000;
@@ -309,7 +310,7 @@ Row slowloris() {
 }
 
 Row emfile() {
-  Row r{"emfile", "1,000 connections at once, held 3 s, against RLIMIT_NOFILE 256", "", {}, {}};
+  Row r("emfile", "1,000 connections at once, held 3 s, against RLIMIT_NOFILE 256");
   ServeOptions o;
   o.nofile = 256;
   Server srv(o);
@@ -337,7 +338,7 @@ Row emfile() {
 }
 
 Row reset() {
-  Row r{"reset", "200 clients ask for 4 MB, read 64 KiB, then reset (SO_LINGER 0)", "", {}, {}};
+  Row r("reset", "200 clients ask for 4 MB, read 64 KiB, then reset (SO_LINGER 0)");
   Server srv(ServeOptions{});
   r.before = sample(srv.pid());
   std::atomic<int> done{0};
@@ -365,7 +366,7 @@ Row reset() {
 }
 
 Row halfclose() {
-  Row r{"halfclose", "500 clients send one request, then shutdown(SHUT_WR), read to EOF", "", {}, {}};
+  Row r("halfclose", "500 clients send one request, then shutdown(SHUT_WR), read to EOF");
   Server srv(ServeOptions{});
   r.before = sample(srv.pid());
   std::atomic<int> complete{0};
@@ -395,7 +396,7 @@ Row halfclose() {
 }
 
 Row churn() {
-  Row r{"churn", "20,000 connections, 100 at a time, one exchange each", "", {}, {}};
+  Row r("churn", "20,000 connections, 100 at a time, one exchange each");
   Server srv(ServeOptions{});
   r.before = sample(srv.pid());
   std::atomic<int> next{0}, ok{0};
@@ -416,7 +417,7 @@ Row churn() {
 }
 
 Row stop_in_flight() {
-  Row r{"stop", "200 requests of 500 ms in flight, then SIGTERM (grace 5 s)", "", {}, {}};
+  Row r("stop", "200 requests of 500 ms in flight, then SIGTERM (grace 5 s)");
   ServeOptions o;
   o.grace_ms = 5000;
   Server srv(o);
@@ -438,7 +439,8 @@ Row stop_in_flight() {
       } catch (const std::exception&) {
       }
     });
-  while (sent < 200) fiberio::sleep(5ms);
+  for (auto until = std::chrono::steady_clock::now() + 10s; sent < 200 && std::chrono::steady_clock::now() < until;)
+    fiberio::sleep(5ms);
   fiberio::sleep(100ms);  // every request has reached its handler
   r.after = r.before;     // the server exits: no after-sample
   auto t0 = std::chrono::steady_clock::now();
@@ -453,8 +455,8 @@ Row stop_in_flight() {
 }
 
 Row soak(int seconds, int connections) {
-  Row r{"soak", std::to_string(connections) + " connections ping-pong for " + std::to_string(seconds) +
-                    " s, 0-200 ms between requests", "", {}, {}};
+  Row r("soak", std::to_string(connections) + " connections ping-pong for " + std::to_string(seconds) +
+                    " s, 0-200 ms between requests");
   Server srv(ServeOptions{});
   r.before = sample(srv.pid());
   std::atomic<long> requests{0}, failures{0};

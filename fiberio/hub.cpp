@@ -160,12 +160,16 @@ FdState* Hub::register_fd(int fd, FdWait& refused) {
   auto st = std::make_unique<FdState>();
   st->fd = fd;
   st->generation = next_generation_++;
-  // Owner first, then the close counter (FdRegistry's contract): a close racing this registration
-  // either sees us as the owner or is counted in closes_seen.
-  st->closes = FdRegistry::instance().watch(fd, this);
+  // The close counter, the poller, then the owner (FdRegistry's contract): a close racing this
+  // registration either finds us as the owner, after our epoll_ctl, or is seen by watch().
+  auto& registry = FdRegistry::instance();
+  st->closes = registry.close_counter(fd);
   if (st->closes) st->closes_seen = st->closes->load(std::memory_order_seq_cst);
   int err = poller_.add(fd, (std::uint64_t{st->generation} << 32) | static_cast<std::uint32_t>(fd));
-  if (err) FdRegistry::instance().unwatch(fd, this);
+  if (!err && !registry.watch(fd, this, st->closes_seen)) {
+    poller_.remove(fd);  // closed while we added it: whatever the number names now is not what we were asked to watch
+    err = EBADF;
+  }
   if (err == EPERM) refused = FdWait::NotPollable;
   else if (err == EBADF) refused = FdWait::Closed;
   else if (err) throw std::system_error(err, std::generic_category(), fmt::format("fiberio: cannot poll fd {}", fd));
@@ -183,7 +187,7 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool leve
   FdState* st = known_fd(fd);
   if (st && st->stale()) [[unlikely]] {
     // Closed since it was registered (on any thread) and the number reused: watch the new fd.
-    forget_fd(fd);
+    forget_fd(fd, false);
     st = nullptr;
   }
   if (!st) {
@@ -214,13 +218,15 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool leve
   return FdWait::Ready;
 }
 
-void Hub::forget_fd(int fd) noexcept {
+void Hub::forget_fd(int fd, bool still_open) noexcept {
   FdState* st = known_fd(fd);
   if (!st) return;
   FdRegistry::instance().unwatch(fd, this);
   fds_[static_cast<std::size_t>(fd)] = nullptr;
   st->closed = true;
-  poller_.remove(fd);
+  // Closed elsewhere: the kernel dropped the registration with the file (and the number, maybe
+  // reused, is not ours to touch); an fd that is still open is removed from the poller here.
+  if (still_open) poller_.remove(fd);
   st->readers.notify_all();
   st->writers.notify_all();
   release(st);
@@ -250,11 +256,11 @@ void Hub::read_mail() noexcept {
   // Only a stale registration is dropped: the number may have been reused and registered again.
   if (overflow) {
     for (std::size_t fd = 0; fd < fds_.size(); ++fd)
-      if (fds_[fd] && fds_[fd]->stale()) forget_fd(static_cast<int>(fd));
+      if (fds_[fd] && fds_[fd]->stale()) forget_fd(static_cast<int>(fd), false);
     return;
   }
   for (std::size_t k = 0; k < n; ++k)
-    if (FdState* st = known_fd(fds[k]); st && st->stale()) forget_fd(fds[k]);
+    if (FdState* st = known_fd(fds[k]); st && st->stale()) forget_fd(fds[k], false);
 }
 
 void Hub::after_fork_child() noexcept {

@@ -91,7 +91,8 @@ class Hub final : public boost::fibers::algo::algorithm {
   FdWait wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool level = false);
   // Wakes every fiber waiting on fd (they see FdWait::Closed) and unregisters it. This thread only:
   // closes go through FdRegistry (fiberio::close, the shims), which reaches the right hub.
-  void forget_fd(int fd) noexcept;
+  // still_open: false when fd was closed elsewhere (the poller is then left alone).
+  void forget_fd(int fd, bool still_open = true) noexcept;
   // From any thread (FdRegistry): an fd this hub watches was closed there. The hub's thread drops the
   // registration, if it is stale, at its next poll.
   void post_forget(int fd) noexcept;

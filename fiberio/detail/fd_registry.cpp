@@ -76,12 +76,19 @@ FdRegistry::Entry* FdRegistry::new_chunk(int fd) noexcept {
 }
 
 // ---- hubs ----
-const std::atomic<std::uint32_t>* FdRegistry::watch(int fd, Hub* hub) noexcept {
+const std::atomic<std::uint32_t>* FdRegistry::close_counter(int fd) noexcept {
   Entry* e = entry(fd, true);
-  if (!e) return nullptr;
+  return e ? &e->generation : nullptr;
+}
+
+bool FdRegistry::watch(int fd, Hub* hub, std::uint32_t seen) noexcept {
+  Entry* e = entry(fd, false);
+  if (!e) return true;  // not tracked: nothing to compare
   Hub* prev = e->owner.exchange(hub, std::memory_order_seq_cst);
   if (prev && prev != hub) e->shared.store(true, std::memory_order_seq_cst);
-  return &e->generation;  // read by the caller after this point (seq_cst)
+  if (e->generation.load(std::memory_order_seq_cst) == seen) return true;
+  unwatch(fd, hub);
+  return false;
 }
 
 void FdRegistry::unwatch(int fd, Hub* hub) noexcept {

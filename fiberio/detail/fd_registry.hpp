@@ -2,16 +2,21 @@
 // changes at every close, and the libc shims' view of it. fds are process-wide, so this is too.
 //
 // Contract with the hubs (hub.cpp):
-//  * A hub that adds fd to its poller first calls watch(fd, hub), then reads the close counter that
-//    watch() returned and keeps its value with its registration. At every later wait it compares: a different generation means the number
-//    was closed (and maybe reused) since, so the hub drops the old registration (its waiters see
-//    Closed) and registers the fd afresh. A reused number can never inherit a stale registration.
+//  * A hub that adds fd to its poller first reads its close counter (close_counter(fd)), then adds
+//    it, then calls watch(fd, hub, seen), which stores the hub as the owner and checks the counter
+//    again: a change means fd was closed while it was being added (the registration may be of another
+//    file with that number), and the hub undoes it; its waiter sees Closed. The hub keeps the value
+//    with its registration and compares it at every later wait: a different generation means the
+//    number was closed (and maybe reused) since, so the hub drops the old registration (its waiters
+//    see Closed) and registers the fd afresh. A reused number can never inherit a stale registration.
 //  * forget(fd)/closing(fd), from any thread: bump the generation, then tell the hub that watches fd.
 //    That hub's own thread forgets it at once; another thread's hub is sent a message (post_forget)
 //    and wakes to evict the waiters (Go's rule: closing an fd wakes everything waiting on it).
-//    watch() stores the owner before reading the generation and forget() bumps the generation
+//    watch() stores the owner before re-reading the generation and forget() bumps the generation
 //    before taking the owner (both sequentially consistent), so a close racing a first registration
-//    is seen by at least one side.
+//    is seen by at least one side. The owner is stored only once the fd is in the poller, so a close
+//    that finds the owner is ordered after the hub's epoll_ctl (no data race on the fd, ThreadSanitizer
+//    agrees); a hub told of a close on another thread does not touch the closed number again.
 //  * An fd watched by two hubs at once is marked shared; closing it tells every hub.
 //  * In a vfork() child (it shares the parent's memory, not its fd table) forget/closing do nothing:
 //    they would wake the parent's fibers for an fd the parent still has open.
@@ -58,9 +63,12 @@ class FdRegistry {
   static FdRegistry& instance() noexcept { return instance_; }
 
   // ---- hubs (see the contract above) ----
-  // hub adds fd to its poller now; returns fd's close counter (null if fd is out of the tracked
-  // range), to be read after this call (the owner is stored first). Its address is stable.
-  const std::atomic<std::uint32_t>* watch(int fd, Hub* hub) noexcept;
+  // fd's close counter (null if fd is out of the tracked range), read before the hub adds fd to its
+  // poller. Its address is stable.
+  const std::atomic<std::uint32_t>* close_counter(int fd) noexcept;
+  // hub has added fd to its poller, having read `seen` from close_counter(fd) before: from now on a
+  // close reaches hub. False if fd was closed meanwhile: hub must undo the registration.
+  bool watch(int fd, Hub* hub, std::uint32_t seen) noexcept;
   // hub no longer watches fd (it forgot it on its own thread).
   void unwatch(int fd, Hub* hub) noexcept;
   // Hubs announce themselves so that a close on another thread can reach them safely.
