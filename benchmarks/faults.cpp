@@ -4,7 +4,9 @@
 // table row: the attack, what the server held and what was lost, the server's fds and RSS before and
 // after, its CPU time while it should have been idle, and how it exited. Every phase is bounded.
 //
-//   faults [--only NAME] [--soak SECONDS] [--soak-connections N]
+//   faults [--only NAME] [--soak SECONDS] [--soak-connections N] [--server-cpu C]
+//
+// --server-cpu pins the server to core C; pin this process elsewhere with taskset (RESULTS.md).
 //
 // Scenarios (all run by default; --only picks one):
 //   slowloris  1,000 clients trickle one byte a second into a server with max_connections(1000); a
@@ -17,10 +19,11 @@
 //   stop       200 requests that take 500 ms each are in flight when the server gets SIGTERM (grace
 //              5 s): every one must be answered before it exits.
 //   soak       (only with --soak S) N connections (default 10,000) ping-pong for S seconds, each
-//              pausing 0-200 ms between requests; fds and RSS sampled before, during and after.
+//              pausing 0-2 s between requests (about N/s in all); fds and RSS sampled every 10 s.
 //
 // Loopback only. Exit status 1 if any scenario lost a request, leaked an fd, or the server failed.
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -57,6 +60,7 @@ struct ServeOptions {
   long request_timeout_ms = 60'000;
   long nofile = 0;
   long grace_ms = 1000;
+  int cpu = -1;
 };
 
 // A line protocol: "big N" gets N bytes then a newline, "slow MS" gets "done" after MS milliseconds,
@@ -83,6 +87,12 @@ void handle(Socket& sock, const Address&) {
 }
 
 int serve(const ServeOptions& o) {
+  if (o.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(o.cpu, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) return 4;
+  }
   if (o.nofile > 0) {
     rlimit rl{static_cast<rlim_t>(o.nofile), static_cast<rlim_t>(o.nofile)};
     if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return 3;
@@ -110,6 +120,8 @@ int serve(const ServeOptions& o) {
 }
 
 // ---- the attacking side ----
+int g_server_cpu = -1;  // --server-cpu
+
 struct Sample {
   long fds = -1;
   long rss_kb = -1;
@@ -145,7 +157,8 @@ Sample sample(pid_t pid) {
 
 class Server {
  public:
-  explicit Server(const ServeOptions& o) {
+  explicit Server(ServeOptions o) {
+    o.cpu = g_server_cpu;
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
     posix_spawn_file_actions_t fa;
@@ -154,7 +167,8 @@ class Server {
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);  // handler failures: counted in stats
     std::vector<std::string> args = {"faults", "--serve", "--max-connections", std::to_string(o.max_connections),
                                      "--request-timeout-ms", std::to_string(o.request_timeout_ms),
-                                     "--nofile", std::to_string(o.nofile), "--grace-ms", std::to_string(o.grace_ms)};
+                                     "--nofile", std::to_string(o.nofile), "--grace-ms", std::to_string(o.grace_ms),
+                                     "--cpu", std::to_string(o.cpu)};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -456,7 +470,7 @@ Row stop_in_flight() {
 
 Row soak(int seconds, int connections) {
   Row r("soak", std::to_string(connections) + " connections ping-pong for " + std::to_string(seconds) +
-                    " s, 0-200 ms between requests");
+                    " s, 0-2 s between requests");
   Server srv(ServeOptions{});
   r.before = sample(srv.pid());
   std::atomic<long> requests{0}, failures{0};
@@ -478,7 +492,7 @@ Row soak(int seconds, int connections) {
             return;
           }
           ++requests;
-          fiberio::sleep(std::chrono::milliseconds(rng() % 200));
+          fiberio::sleep(std::chrono::milliseconds(rng() % 2000));
         }
       } catch (const std::exception&) {
         ++failures;
@@ -515,6 +529,7 @@ int main(int argc, char** argv) {
       else if (args[i] == "--request-timeout-ms") o.request_timeout_ms = v;
       else if (args[i] == "--nofile") o.nofile = v;
       else if (args[i] == "--grace-ms") o.grace_ms = v;
+      else if (args[i] == "--cpu") o.cpu = static_cast<int>(v);
     }
     try {
       return serve(o);
@@ -530,8 +545,9 @@ int main(int argc, char** argv) {
     if (args[i] == "--only" && has) only = args[++i];
     else if (args[i] == "--soak" && has) soak_seconds = std::atoi(args[++i].c_str());
     else if (args[i] == "--soak-connections" && has) soak_connections = std::atoi(args[++i].c_str());
+    else if (args[i] == "--server-cpu" && has) g_server_cpu = std::atoi(args[++i].c_str());
     else {
-      std::fprintf(stderr, "faults: unknown option %s (usage: faults [--only NAME] [--soak SECONDS] [--soak-connections N])\n",
+      std::fprintf(stderr, "faults: unknown option %s (usage: faults [--only NAME] [--soak SECONDS] [--soak-connections N] [--server-cpu C])\n",
                    args[i].c_str());
       return 2;
     }
