@@ -4,7 +4,7 @@
 // table row: the attack, what the server held and what was lost, the server's fds and RSS before and
 // after, its CPU time while it should have been idle, and how it exited. Every phase is bounded.
 //
-//   faults [--only NAME] [--soak SECONDS] [--soak-connections N] [--server-cpu C]
+//   faults [--only NAME] [--rounds R] [--soak SECONDS] [--soak-connections N] [--server-cpu C]
 //
 // --server-cpu pins the server to core C; pin this process elsewhere with taskset (RESULTS.md).
 //
@@ -37,7 +37,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -248,34 +250,49 @@ struct Row {
   Row(std::string n, std::string a) : name(std::move(n)), attack(std::move(a)) {}
   std::string name, attack, outcome;
   Sample before, after;
+  std::vector<Sample> later;  // after each further, identical round (where there are some)
   double idle_cpu_s = -1;  // server CPU over a quiet second after the attack
   std::string exit;
   bool ok = true;
 };
 
 void print_header() {
-  std::printf("| scenario | attack | outcome | server fds before → after | RSS KiB before → after | CPU in 1 s idle after | exit |\n");
+  std::printf("| scenario | attack (repeated --rounds times against one server) | outcome | server fds: before → after each round | RSS KiB: before → after each round | CPU in 1 s idle after | exit |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
 }
 
 void print(const Row& r) {
-  std::printf("| %s | %s | %s | %ld → %ld | %ld → %ld | %.2f s | %s |%s\n", r.name.c_str(), r.attack.c_str(),
-              r.outcome.c_str(), r.before.fds, r.after.fds, r.before.rss_kb, r.after.rss_kb, r.idle_cpu_s,
-              r.exit.c_str(), r.ok ? "" : " **FAILED**");
+  std::string fds = std::to_string(r.before.fds) + " → " + std::to_string(r.after.fds);
+  std::string rss = std::to_string(r.before.rss_kb) + " → " + std::to_string(r.after.rss_kb);
+  for (const Sample& s : r.later) {
+    fds += " → " + std::to_string(s.fds);
+    rss += " → " + std::to_string(s.rss_kb);
+  }
+  std::printf("| %s | %s | %s | %s | %s | %.2f s | %s |%s\n", r.name.c_str(), r.attack.c_str(), r.outcome.c_str(),
+              fds.c_str(), rss.c_str(), r.idle_cpu_s, r.exit.c_str(), r.ok ? "" : " **FAILED**");
   std::fflush(stdout);
 }
 
-// The server's state once the attack is over and its connections are gone: fds must come back.
-void settle(Row& r, Server& srv) {
+// The server once an attack is over and its connections are gone: its fds must come back.
+Sample quiesce(Server& srv, const Sample& before) {
+  Sample now;
   auto deadline = std::chrono::steady_clock::now() + 10s;
   do {
     fiberio::sleep(200ms);
-    r.after = sample(srv.pid());
-  } while (r.after.fds > r.before.fds && std::chrono::steady_clock::now() < deadline);
+    now = sample(srv.pid());
+  } while (now.fds > before.fds && std::chrono::steady_clock::now() < deadline);
+  return now;
+}
+
+// Checks the quiet server (no fd kept, no busy loop, still serving) and stops it.
+void settle(Row& r, Server& srv) {
+  if (r.after.fds < 0) r.after = quiesce(srv, r.before);
   Sample a = sample(srv.pid());
   fiberio::sleep(1s);
   r.idle_cpu_s = sample(srv.pid()).cpu_s - a.cpu_s;
   if (r.after.fds != r.before.fds) r.ok = false;
+  for (const Sample& s : r.later)
+    if (s.fds != r.before.fds) r.ok = false;
   if (r.idle_cpu_s > 0.2) r.ok = false;  // a busy loop
   if (!exchange(srv.address(), "still-alive", 2s)) {
     r.outcome += "; NOT serving afterwards";
@@ -285,13 +302,38 @@ void settle(Row& r, Server& srv) {
   if (r.exit.rfind("exit 0", 0) != 0) r.ok = false;
 }
 
-Row slowloris() {
-  Row r("slowloris", "1,000 clients send 1 byte/s for 20 s; max_connections 1000, request_timeout 5 s");
-  ServeOptions o;
-  o.max_connections = 1000;
-  o.request_timeout_ms = 5000;
+struct Outcome {
+  std::string text;
+  bool ok;
+};
+
+int g_rounds = 3;  // --rounds
+
+// One server, the same attack g_rounds times. The first rounds warm the server's caches (fiber
+// stacks, malloc arenas); later rounds must not keep needing more: RSS that grows by over 10% from
+// the end of the second round (the first, with two) to the end of the last is counted as a leak.
+Row rounds(const char* name, const char* attack, const ServeOptions& o, Outcome (*fn)(Server&)) {
+  Row r(name, attack);
   Server srv(o);
   r.before = sample(srv.pid());
+  Outcome first = fn(srv);
+  r.after = quiesce(srv, r.before);
+  r.outcome = first.text;
+  r.ok = first.ok;
+  for (int i = 2; i <= g_rounds; ++i) {
+    Outcome again = fn(srv);
+    r.later.push_back(quiesce(srv, r.before));
+    if (again.text != first.text) r.outcome += "; round " + std::to_string(i) + ": " + again.text;
+    r.ok &= again.ok;
+  }
+  // Warm-up may take two rounds (the second can touch a little more); from then on RSS must stay put.
+  const Sample& warm = r.later.size() >= 2 ? r.later.front() : r.after;
+  if (!r.later.empty() && r.later.back().rss_kb > warm.rss_kb + warm.rss_kb / 10) r.ok = false;
+  settle(r, srv);
+  return r;
+}
+
+Outcome attack_slowloris(Server& srv) {
   std::atomic<int> held{0};
   fiberio::Group attackers;
   auto until = std::chrono::steady_clock::now() + 20s;
@@ -316,19 +358,11 @@ Row slowloris() {
     fiberio::sleep(100ms);
   }
   attackers.join();
-  r.outcome = "normal client answered " + std::to_string(answered) + "/" + std::to_string(asked) +
-              "; slow clients that got in: " + std::to_string(held.load());
-  r.ok = answered == asked;
-  settle(r, srv);
-  return r;
+  return {"normal client answered " + std::to_string(answered) + "/" + std::to_string(asked) +
+              "; slow clients that got in: " + std::to_string(held.load()), answered == asked};
 }
 
-Row emfile() {
-  Row r("emfile", "1,000 connections at once, held 3 s, against RLIMIT_NOFILE 256");
-  ServeOptions o;
-  o.nofile = 256;
-  Server srv(o);
-  r.before = sample(srv.pid());
+Outcome attack_emfile(Server& srv) {
   std::vector<Socket> conns;
   int refused = 0;
   for (int i = 0; i < 1000; ++i) {
@@ -344,17 +378,11 @@ Row emfile() {
   fiberio::sleep(3s);
   double storm_cpu = sample(srv.pid()).cpu_s - a.cpu_s;
   conns.clear();
-  r.outcome = std::to_string(1000 - refused) + " connected (the backlog holds what the server cannot accept); server CPU " +
-              std::to_string(storm_cpu).substr(0, 4) + " s over the 3 s at the limit";
-  r.ok = storm_cpu < 0.5;
-  settle(r, srv);
-  return r;
+  return {std::to_string(1000 - refused) + " connected (the backlog holds what the server cannot accept); server CPU " +
+              std::to_string(storm_cpu).substr(0, 4) + " s over the 3 s at the limit", storm_cpu < 0.5};
 }
 
-Row reset() {
-  Row r("reset", "200 clients ask for 4 MB, read 64 KiB, then reset (SO_LINGER 0)");
-  Server srv(ServeOptions{});
-  r.before = sample(srv.pid());
+Outcome attack_reset(Server& srv) {
   std::atomic<int> done{0};
   fiberio::Group g;
   for (int i = 0; i < 200; ++i)
@@ -373,16 +401,10 @@ Row reset() {
       }
     });
   g.join();
-  r.outcome = std::to_string(done.load()) + "/200 reset mid-reply";
-  r.ok = done == 200;
-  settle(r, srv);
-  return r;
+  return {std::to_string(done.load()) + "/200 reset mid-reply", done == 200};
 }
 
-Row halfclose() {
-  Row r("halfclose", "500 clients send one request, then shutdown(SHUT_WR), read to EOF");
-  Server srv(ServeOptions{});
-  r.before = sample(srv.pid());
+Outcome attack_halfclose(Server& srv) {
   std::atomic<int> complete{0};
   fiberio::Group g;
   for (int i = 0; i < 500; ++i)
@@ -403,16 +425,10 @@ Row halfclose() {
       }
     });
   g.join();
-  r.outcome = "replies complete " + std::to_string(complete.load()) + "/500, lost " + std::to_string(500 - complete.load());
-  r.ok = complete == 500;
-  settle(r, srv);
-  return r;
+  return {"replies complete " + std::to_string(complete.load()) + "/500, lost " + std::to_string(500 - complete.load()), complete == 500};
 }
 
-Row churn() {
-  Row r("churn", "20,000 connections, 100 at a time, one exchange each");
-  Server srv(ServeOptions{});
-  r.before = sample(srv.pid());
+Outcome attack_churn(Server& srv) {
   std::atomic<int> next{0}, ok{0};
   auto t0 = std::chrono::steady_clock::now();
   fiberio::Group g;
@@ -422,12 +438,8 @@ Row churn() {
     });
   g.join();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  Sample mid = sample(srv.pid());
-  r.outcome = "answered " + std::to_string(ok.load()) + "/20000 in " + std::to_string(secs).substr(0, 4) +
-              " s, lost " + std::to_string(20000 - ok.load()) + "; RSS right after " + std::to_string(mid.rss_kb) + " KiB";
-  r.ok = ok == 20000;
-  settle(r, srv);
-  return r;
+  return {"answered " + std::to_string(ok.load()) + "/20000 in " + std::to_string(secs).substr(0, 4) + " s, lost " +
+              std::to_string(20000 - ok.load()), ok == 20000};
 }
 
 Row stop_in_flight() {
@@ -546,8 +558,9 @@ int main(int argc, char** argv) {
     else if (args[i] == "--soak" && has) soak_seconds = std::atoi(args[++i].c_str());
     else if (args[i] == "--soak-connections" && has) soak_connections = std::atoi(args[++i].c_str());
     else if (args[i] == "--server-cpu" && has) g_server_cpu = std::atoi(args[++i].c_str());
+    else if (args[i] == "--rounds" && has) g_rounds = std::max(1, std::atoi(args[++i].c_str()));
     else {
-      std::fprintf(stderr, "faults: unknown option %s (usage: faults [--only NAME] [--soak SECONDS] [--soak-connections N] [--server-cpu C])\n",
+      std::fprintf(stderr, "faults: unknown option %s (usage: faults [--only NAME] [--rounds R] [--soak SECONDS] [--soak-connections N] [--server-cpu C])\n",
                    args[i].c_str());
       return 2;
     }
@@ -557,9 +570,18 @@ int main(int argc, char** argv) {
   rl.rlim_cur = rl.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &rl);
 
-  using Scenario = Row (*)();
-  const std::pair<const char*, Scenario> scenarios[] = {{"slowloris", slowloris}, {"emfile", emfile}, {"reset", reset},
-                                                         {"halfclose", halfclose}, {"churn", churn}, {"stop", stop_in_flight}};
+  ServeOptions slow_guard;  // what slowloris meets: a connection limit and a request deadline
+  slow_guard.max_connections = 1000;
+  slow_guard.request_timeout_ms = 5000;
+  ServeOptions few_fds;
+  few_fds.nofile = 256;
+  const std::pair<const char*, std::function<Row()>> scenarios[] = {
+      {"slowloris", [&] { return rounds("slowloris", "1,000 clients send 1 byte/s for 20 s; max_connections 1000, request_timeout 5 s", slow_guard, attack_slowloris); }},
+      {"emfile", [&] { return rounds("emfile", "1,000 connections at once, held 3 s, against RLIMIT_NOFILE 256", few_fds, attack_emfile); }},
+      {"reset", [] { return rounds("reset", "200 clients ask for 4 MB, read 64 KiB, then reset (SO_LINGER 0)", {}, attack_reset); }},
+      {"halfclose", [] { return rounds("halfclose", "500 clients send one request, then shutdown(SHUT_WR), read to EOF", {}, attack_halfclose); }},
+      {"churn", [] { return rounds("churn", "20,000 connections, 100 at a time, one exchange each", {}, attack_churn); }},
+      {"stop", stop_in_flight}};
   bool all_ok = true, ran = false;
   print_header();
   try {
