@@ -75,9 +75,9 @@ model_cmd() {
     raw-edge) echo "$BUILD/benchmarks/raw_epoll_echo --port $port --trigger edge" ;;
     fiberio) echo "$BUILD/benchmarks/fiberio_echo --port $port" ;;
     shims) echo "$BUILD/demos/blocking_echo_server --port $port" ;;
-    echo-fiber) echo "$BUILD/demos/echo_server --model=fiber --port $port" ;;
-    thread | process) echo "$BUILD/demos/echo_server --model=$model --port $port" ;;
-    threadpool | prefork) echo "$BUILD/demos/echo_server --model=$model --port $port --workers $conns" ;;
+    echo-fiber) echo "$BUILD/demos/echo_server --model=fiber --port $port --quiet" ;;
+    thread | process) echo "$BUILD/demos/echo_server --model=$model --port $port --quiet" ;;
+    threadpool | prefork) echo "$BUILD/demos/echo_server --model=$model --port $port --workers $conns --quiet" ;;
     fib-fiber) echo "$BUILD/demos/fib_server --model=fiber --port $port" ;;
     fib-offload) echo "$BUILD/demos/fib_server --model=fiber --offload --port $port" ;;
     *) return 1 ;;

@@ -310,6 +310,82 @@ inline std::string bound_address(int fd) {
   return format_peer(a);
 }
 
+// Requests as the seeds' servers see them. A line ending in "\n" (a "\r" before it dropped) is one
+// request. With lone_reads, so is a short message without "\n" that one read returned by itself:
+// the seeds' own clients send `1` (seed 000's meter) and `hello` (seed 004) that way and wait for the
+// reply, and the seeds' servers answer whatever one recv() returned. A long line arriving in pieces
+// stays one line (a first piece longer than kLoneMax waits for the rest). Over-long lines are skipped
+// up to their end and reported (bounded memory); an unterminated last line before EOF is a request.
+class RequestFramer {
+ public:
+  static constexpr std::size_t kChunk = 4096;  // what one read asks for
+  // The longest message taken whole without a newline: the seeds' servers read recv(128) (seed 000)
+  // and recv(1000) (seed 004), and their clients send a few bytes. A longer unterminated read is the
+  // first piece of a line still arriving.
+  static constexpr std::size_t kLoneMax = 128;
+  struct Request {
+    std::string text;
+    bool terminated = true;  // it ended with "\n"
+    bool too_long = false;   // it exceeded the limit and was skipped (text empty)
+  };
+
+  void configure(std::size_t max_len, bool lone_reads) {
+    max_len_ = max_len;
+    lone_reads_ = lone_reads;
+  }
+  // Adds what one read returned.
+  void feed(std::string_view chunk) {
+    lone_ = lone_reads_ && buf_.empty() && !discarding_ && !chunk.empty() && chunk.size() <= kLoneMax &&
+            chunk.find('\n') == std::string_view::npos;
+    buf_.append(chunk);
+  }
+  // The next request in what was fed, if one is complete.
+  std::optional<Request> next() {
+    if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+      Request r;
+      if (discarding_ || nl > max_len_) {
+        r.too_long = true;
+        discarding_ = false;
+      } else {
+        r.text = buf_.substr(0, nl);
+        if (!r.text.empty() && r.text.back() == '\r') r.text.pop_back();
+      }
+      buf_.erase(0, nl + 1);
+      return r;
+    }
+    if (lone_) return take_rest();
+    if (buf_.size() > max_len_) {
+      discarding_ = true;
+      buf_.clear();
+    }
+    return std::nullopt;
+  }
+  // At EOF: the unterminated last line (or the report of a skipped one), if any.
+  std::optional<Request> finish() {
+    if (discarding_) {
+      discarding_ = false;
+      buf_.clear();
+      return Request{"", true, true};
+    }
+    if (buf_.empty()) return std::nullopt;
+    return take_rest();
+  }
+
+ private:
+  Request take_rest() {
+    Request r{std::move(buf_), false, false};
+    buf_.clear();
+    lone_ = false;
+    if (!r.text.empty() && r.text.back() == '\r') r.text.pop_back();
+    return r;
+  }
+  std::string buf_;
+  std::size_t max_len_ = 1024;
+  bool lone_reads_ = false;
+  bool lone_ = false;  // buf_ holds exactly one short read without "\n"
+  bool discarding_ = false;
+};
+
 // One client connection of a POSIX model: owns the fd; line reads that give up when a stop is
 // requested; over-long lines are skipped (bounded memory) and reported, so the connection stays usable.
 class LineConn {
@@ -340,45 +416,11 @@ class LineConn {
 
   // One line without its "\n" (and a "\r" before it). TooLong: the line exceeded max_len bytes and
   // was discarded up to its end.
-  Status read_line(std::string& line, std::size_t max_len) {
-    bool discarding = false;
-    for (;;) {
-      auto nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        if (discarding || nl > max_len) {
-          buf_.erase(0, nl + 1);
-          return Status::TooLong;
-        }
-        line.assign(buf_, 0, nl);
-        buf_.erase(0, nl + 1);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        return Status::Line;
-      }
-      if (buf_.size() > max_len) {
-        discarding = true;
-        buf_.clear();
-      }
-      pollfd p[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        return Status::Eof;
-      }
-      if (p[1].revents) return Status::Stopped;
-      char chunk[4096];
-      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n <= 0) {
-        if (discarding) return Status::TooLong;  // report it; the next read sees the EOF
-        if (buf_.empty()) return Status::Eof;
-        // An unterminated last line (EOF right after it) is still a request: "10" then EOF gets "55".
-        line.swap(buf_);
-        buf_.clear();
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        return Status::Line;
-      }
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
+  Status read_line(std::string& line, std::size_t max_len) { return read(line, max_len, false); }
+  // One request as the seeds' servers see them (RequestFramer: lines, and a short message that one
+  // read returned by itself). terminated(): whether it ended with "\n".
+  Status read_request(std::string& text, std::size_t max_len) { return read(text, max_len, true); }
+  bool terminated() const noexcept { return terminated_; }
 
   // False if the peer is gone.
   bool send_all(std::string_view data) {
@@ -392,9 +434,36 @@ class LineConn {
   }
 
  private:
+  Status read(std::string& text, std::size_t max_len, bool lone_reads) {
+    framer_.configure(max_len, lone_reads);
+    for (;;) {
+      if (auto r = framer_.next()) return take(*r, text);
+      pollfd p[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return Status::Eof;
+      }
+      if (p[1].revents) return Status::Stopped;
+      char chunk[RequestFramer::kChunk];
+      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
+        if (auto r = framer_.finish()) return take(*r, text);
+        return Status::Eof;
+      }
+      framer_.feed({chunk, static_cast<std::size_t>(n)});
+    }
+  }
+  Status take(RequestFramer::Request& r, std::string& text) {
+    text = std::move(r.text);
+    terminated_ = r.terminated;
+    return r.too_long ? Status::TooLong : Status::Line;
+  }
+
   int fd_;
   int stop_fd_;
-  std::string buf_;
+  RequestFramer framer_;
+  bool terminated_ = true;
 };
 
 // handler(connection, peer, worker id). It runs in whichever thread or process the model gives it.
@@ -644,6 +713,25 @@ inline int serve_fiber(const std::string& name, const std::string& detail, const
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The fiber model's requests, framed as LineConn::read_request frames them.
+class SocketRequests {
+ public:
+  SocketRequests(fiberio::Socket& sock, std::size_t max_len) : sock_(sock) { framer_.configure(max_len, true); }
+  std::optional<RequestFramer::Request> next() {
+    for (;;) {
+      if (auto r = framer_.next()) return r;
+      char chunk[RequestFramer::kChunk];
+      std::size_t n = sock_.recv(chunk);
+      if (n == 0) return framer_.finish();
+      framer_.feed({chunk, n});
+    }
+  }
+
+ private:
+  fiberio::Socket& sock_;
+  RequestFramer framer_;
+};
+
 // The fiber model's line reading, with the same over-long-line policy as LineConn.
 // ---------------------------------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 // echo_server: seed 004's uppercase echo service under each of its server models, so they can be
-// compared side by side with the same protocol: every line in comes back uppercased.
+// compared side by side with the same protocol: every request comes back uppercased. A request is a
+// line, or what one read returned by itself without a newline (seed 004's client sends `hello` and
+// waits): it is answered as it came, with a newline only if it had one. Like the seed's server, it
+// logs "<worker> serving <request>" for each request and "<peer> closing" (--quiet: not per request).
 //
 //   $ echo_server --model=prefork --workers 3 --port 20446
 //   $ nc localhost 20446
@@ -39,15 +42,25 @@ std::string who(const std::string& model, int worker) {
   return fmt::format("[thread {}]", worker);
 }
 
+bool g_quiet = false;  // --quiet: no line per request (benchmarks)
+
+// The reply to one request: uppercased, ending as the request ended.
+std::string reply(const demo::RequestFramer::Request& r) {
+  if (r.too_long) return too_long_reply() + "\n";
+  return upper(r.text) + (r.terminated ? "\n" : "");
+}
+
 void posix_echo(const std::string& model, demo::LineConn& conn, const std::string& peer, int worker) {
   auto me = who(model, worker);
-  demo::say("{} serving {}", me, peer);
-  std::string line;
+  demo::say("{} connection from {}", me, peer);
+  demo::RequestFramer::Request req;
   for (;;) {
-    auto st = conn.read_line(line, kMaxLine);
+    auto st = conn.read_request(req.text, kMaxLine);
     if (st == demo::LineConn::Status::Eof || st == demo::LineConn::Status::Stopped) break;
-    std::string out = st == demo::LineConn::Status::TooLong ? too_long_reply() : upper(line);
-    if (!conn.send_all(out + "\n")) break;
+    req.terminated = conn.terminated();
+    req.too_long = st == demo::LineConn::Status::TooLong;
+    if (!g_quiet) demo::say("{} serving {}", worker, req.text);
+    if (!conn.send_all(reply(req))) break;
   }
   demo::say("{} {} closing", me, peer);
 }
@@ -75,13 +88,12 @@ int run_fiber(const std::string& host, int port, int workers) {
       [&next_hub](fiberio::Socket& sock, const fiberio::Address& peer) {
         // With --workers N the handlers run on N hub threads; number them for the log.
         thread_local int hub = next_hub++;
-        demo::say("[hub {}] serving {}", hub, peer);
-        fiberio::Stream s(sock);
-        bool too_long = false;
+        demo::say("[hub {}] connection from {}", hub, peer);
+        demo::SocketRequests requests(sock, kMaxLine);
         try {
-          while (auto line = demo::read_request_line(s, kMaxLine, too_long)) {
-            s.write_line(too_long ? too_long_reply() : upper(*line));
-            s.flush();
+          while (auto req = requests.next()) {
+            if (!g_quiet) demo::say("{} serving {}", hub, req->text);
+            sock.sendall(reply(*req));
           }
         } catch (const std::exception& e) {
           demo::say("[hub {}] {} closing ({})", hub, peer, e.what());
@@ -101,6 +113,7 @@ int main(int argc, char** argv) {
                      "prefork processes / threadpool threads (default 4) / fiber hub threads (default 1)"},
                     {"host", 0, "HOST", "address to listen on (default 127.0.0.1)"},
                     {"port", 'p', "PORT", "port to listen on, 0 = any free port (default 20446)"},
+                    {"quiet", 'q', "", "do not log each request (for benchmarks)"},
                 });
   cli.parse(argc, argv);
   auto model = cli.get_choice("model", "fiber", {"process", "thread", "prefork", "threadpool", "fiber"});
@@ -109,6 +122,7 @@ int main(int argc, char** argv) {
   int workers = static_cast<int>(cli.get_int("workers", model == "fiber" ? 1 : 4, 1, 256));
   auto host = cli.get("host", "127.0.0.1");
   int port = static_cast<int>(cli.get_int("port", 20446, 0, 65535));
+  g_quiet = cli.has("quiet");
   try {
     return model == "fiber" ? run_fiber(host, port, workers) : run_posix(model, host, port, workers);
   } catch (const std::exception& e) {

@@ -1,4 +1,6 @@
-// fib_server: "Fibonacci as a Service" (seed 000), one number per line in, fib(n) per line out.
+// fib_server: "Fibonacci as a Service" (seed 000), one number per request in, fib(n) per line out.
+// A request is a line, or what one read returned by itself without a newline, as the seed's server
+// reads it (`recv(128)`): its requests-per-second meter sends a bare `1` and waits for the reply.
 //
 //   $ fib_server                      # fiber model (StreamServer) on 127.0.0.1:25000
 //   $ nc localhost 25000
@@ -82,7 +84,7 @@ void posix_handler(demo::LineConn& conn, const std::string& peer, long max_n) {
   demo::say("Connection {}", peer);
   std::string line;
   for (;;) {
-    auto st = conn.read_line(line, kMaxLine);
+    auto st = conn.read_request(line, kMaxLine);
     if (st == demo::LineConn::Status::Eof || st == demo::LineConn::Status::Stopped) break;
     std::string reply;
     if (st == demo::LineConn::Status::TooLong) {
@@ -116,14 +118,13 @@ int run_posix(const std::string& model, const std::string& host, int port, long 
 int run_fiber(const std::string& host, int port, long max_n, bool offload) {
   auto handler = [max_n, offload](fiberio::Socket& sock, const fiberio::Address& peer) {
     demo::say("Connection {}", peer);
-    fiberio::Stream s(sock);
-    bool too_long = false;
+    demo::SocketRequests requests(sock, kMaxLine);
     try {
-      while (auto line = demo::read_request_line(s, kMaxLine, too_long)) {
+      while (auto r = requests.next()) {
         std::string reply;
-        if (too_long) {
+        if (r->too_long) {
           reply = too_long_reply();
-        } else if (auto req = parse_request(*line, max_n); !req.error.empty()) {
+        } else if (auto req = parse_request(r->text, max_n); !req.error.empty()) {
           reply = req.error;
         } else if (offload && req.n >= kOffloadMin) {
           // Only this greenlet waits for the pool thread; the hub keeps serving everyone else.
@@ -131,8 +132,7 @@ int run_fiber(const std::string& host, int port, long max_n, bool offload) {
         } else {
           reply = std::to_string(fib(req.n));  // runs on the hub: every other client waits
         }
-        s.write_line(reply);
-        s.flush();
+        sock.sendall(reply + "\n");
       }
     } catch (const Cancelled&) {
     } catch (const std::exception& e) {

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -40,7 +41,10 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using Ms = std::chrono::milliseconds;
 
-std::string demo_path(const std::string& name) { return std::string(FIBERIO_BINARY_DIR) + "/demos/" + name; }
+// A demo by name, or any program by absolute path.
+std::string demo_path(const std::string& name) {
+  return name.starts_with('/') ? name : std::string(FIBERIO_BINARY_DIR) + "/demos/" + name;
+}
 
 long ms_between(Clock::time_point a, Clock::time_point b) {
   return static_cast<long>(std::chrono::duration_cast<Ms>(b - a).count());
@@ -204,6 +208,18 @@ class Client {
     }
   }
 
+  // What one recv(max) returns, as Python's sock.recv(max) (the seeds' clients read this way);
+  // nullopt on timeout, EOF or error.
+  std::optional<std::string> recv_some(std::size_t max, Ms timeout = 10000ms) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
+    std::string data(max, '\0');
+    ssize_t n = ::recv(fd_, data.data(), max, 0);
+    if (n <= 0) return std::nullopt;
+    data.resize(static_cast<std::size_t>(n));
+    return data;
+  }
+
   // True if the server closes the connection (EOF) within timeout.
   bool sees_eof(Ms timeout) {
     pollfd p{fd_, POLLIN, 0};
@@ -365,6 +381,31 @@ TEST(FibServer, EveryModelAnswers) {
     EXPECT_NE(out.find("Connection 127.0.0.1:"), std::string::npos) << out;
     EXPECT_NE(out.find("Close 127.0.0.1:"), std::string::npos) << out;
     EXPECT_NE(out.find("fib_server stopped"), std::string::npos) << out;
+  }
+}
+
+// Seed 000's requests-per-second meter, as the seed has it: send(b'1'), recv(100), count. It sends no
+// newline: the seed's server answers what one recv() returned.
+TEST(FibServer, SeedMeterWithoutNewlinesIsAnswered) {
+  for (const auto& model : kFibModels) {
+    SCOPED_TRACE(join(model));
+    auto args = model;
+    args.insert(args.end(), {"--port", "0"});
+    Proc server("fib_server", args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    int n = 0;
+    {
+      Client c(port);
+      for (auto until = Clock::now() + 500ms; Clock::now() < until; ++n) {
+        ASSERT_TRUE(c.send("1"));
+        auto resp = c.recv_some(100, 2000ms);
+        ASSERT_TRUE(resp.has_value()) << "no reply to request " << n;
+        ASSERT_EQ(*resp, "1\n");
+      }
+    }
+    EXPECT_GT(n, 100) << "requests answered in 0.5 s";
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
   }
 }
 
@@ -593,7 +634,50 @@ TEST(EchoServer, EveryModelUppercasesForTwentyConcurrentClients) {
       gone = ::kill(-server.pid(), 0) != 0 && errno == ESRCH;
     EXPECT_TRUE(gone) << "processes of the server's group still run after it exited";
     auto out = server.output();
-    EXPECT_NE(out.find("serving 127.0.0.1:"), std::string::npos) << out;
+    EXPECT_NE(out.find("connection from 127.0.0.1:"), std::string::npos) << out;
+    EXPECT_NE(out.find(" serving why not?"), std::string::npos) << "each request logged, as the seed does\n" << out;
+  }
+}
+
+// Seed 004's client, as the seed has it: random messages from its list, no newline, recv(1024) for
+// each reply (its random pauses of up to 3 s shortened to 30 ms). Every model answers each message
+// uppercased, and logs as the seed's server does: "<worker> serving <message>", "<peer> closing".
+TEST(EchoServer, SeedClientWithoutNewlinesGetsEachMessageUppercased) {
+  const std::vector<std::string> mess = {"hello", "bye", "why", "yes", "no", "maybe", "are you sure", "why not?"};
+  for (std::string model : {"process", "thread", "prefork", "threadpool", "fiber"}) {
+    SCOPED_TRACE(model);
+    std::vector<std::string> args{"--model=" + model, "--port", "0"};
+    if (model == "prefork" || model == "threadpool") args.insert(args.end(), {"--workers", "3"});
+    Proc server("echo_server", args);
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    std::atomic<int> ok{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 10; ++i) {
+      clients.emplace_back([&, i] {
+        std::minstd_rand rng(static_cast<unsigned>(i));
+        try {
+          Client c(port);
+          for (int k = 0; k < 5; ++k) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 30));
+            std::string msg = mess[rng() % mess.size()];
+            if (!c.send(msg)) return;
+            std::string want = msg;
+            std::transform(want.begin(), want.end(), want.begin(), ::toupper);
+            if (c.recv_some(1024) != want) return;
+          }
+          ok++;
+        } catch (const std::exception&) {
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    EXPECT_EQ(ok.load(), 10);
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+    auto out = server.output();
+    EXPECT_TRUE(std::regex_search(out, std::regex("\\d+ serving (hello|bye|why|yes|no|maybe|are you sure|why not\\?)\\n")))
+        << out;
+    EXPECT_TRUE(std::regex_search(out, std::regex("127\\.0\\.0\\.1:\\d+ closing"))) << out;
   }
 }
 
@@ -748,7 +832,7 @@ std::string http_status(int port, const std::string& request) {
 TEST(HttpServer, EndpointsAndBadRequestsInBothModels) {
   for (std::string model : {"sync", "fiber"}) {
     SCOPED_TRACE(model);
-    Proc server("http_server", {"--model=" + model, "--workers", "2", "--io-ms", "50", "--port", "0"});
+    Proc server("http_server", {"--model=" + model, "--workers", "2", "--io-ms", "50", "--cpu-n", "36", "--port", "0"});
     int port = server.port();
     ASSERT_GT(port, 0);
     auto get = [&](const std::string& path) {
@@ -815,6 +899,30 @@ TEST(HttpServer, SyncWorkersServeIoInBatchesFiberServesAllAtOnce) {
   EXPECT_GE(sync_ms, 850) << "two workers, six requests: three rounds of 300 ms";
   EXPECT_GE(fiber_ms, 290);
   EXPECT_LT(fiber_ms, 850) << "the fiber model sleeps all six requests at once";
+}
+
+// Seed 001's load.sh (scripts/load.sh), run with real curl as the seed runs it: 10 concurrent
+// requests, each with its start time, reply and end time.
+TEST(HttpServer, SeedLoadScriptWithCurlGetsTenReplies) {
+  for (std::string model : {"sync", "fiber"}) {
+    SCOPED_TRACE(model);
+    Proc server("http_server", {"--model=" + model, "--cpu-n", "25", "--port", "0"});
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    Proc load("/bin/sh", {std::string(FIBERIO_SOURCE_DIR) + "/scripts/load.sh", "/cpu_task",
+                          "http://127.0.0.1:" + std::to_string(port)});
+    ASSERT_EQ(load.exit_code(60000ms), 0) << load.output();
+    auto out = load.output();
+    auto count = [&out](const std::string& what) {
+      std::size_t n = 0;
+      for (std::size_t at = 0; (at = out.find(what, at)) != std::string::npos; at += what.size()) ++n;
+      return n;
+    };
+    EXPECT_EQ(count("Start time: "), 10u) << out;
+    EXPECT_EQ(count("Fibonacci(25) = 75025\n"), 10u) << out;
+    EXPECT_EQ(count("End time: "), 10u) << out;
+    EXPECT_EQ(server.stop(), 0) << server.output();
+  }
 }
 
 TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
