@@ -925,6 +925,36 @@ TEST(HttpServer, SeedLoadScriptWithCurlGetsTenReplies) {
   }
 }
 
+// The README's example says where it listens, and a port in use is one clear line and exit 1 (it
+// was std::terminate and exit 134).
+TEST(ReadmeExample, SaysWhereItListensAndAPortInUseIsOneLineAndExitOne) {
+  Proc server("readme_example", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  {
+    Client c(port);
+    ASSERT_TRUE(c.send("10\n"));
+    EXPECT_EQ(c.read_line(), "55");
+  }
+  Proc second("readme_example", {"--port", std::to_string(port)});
+  ASSERT_EQ(second.exit_code(10000ms), 1) << second.output();
+  auto lines = lines_of(second.output());
+  ASSERT_EQ(lines.size(), 1u) << second.output();
+  EXPECT_EQ(lines[0].rfind("readme_example: ", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find("in use"), std::string::npos) << lines[0];
+  // Every demo server answers a port in use the same way.
+  for (std::string demo : {"fib_server", "counter_server", "echo_server", "http_server", "blocking_echo_server"}) {
+    SCOPED_TRACE(demo);
+    Proc other(demo, {"--port", std::to_string(port)});
+    ASSERT_EQ(other.exit_code(10000ms), 1) << other.output();
+    auto out = lines_of(other.output());
+    ASSERT_FALSE(out.empty());
+    EXPECT_EQ(out.back().rfind(demo + ": ", 0), 0u) << other.output();
+    EXPECT_EQ(other.output().find("terminate"), std::string::npos) << other.output();
+  }
+  EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+}
+
 TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
   struct S {
     std::string name;
