@@ -2,7 +2,7 @@
 //
 //   GET /hello     "Hello, world!"
 //   GET /cpu_task  "Fibonacci(N) = ...", computed by the worker that serves the request; N is --cpu-n
-//                  (default 41, about 1 s of CPU here; the seed's Python fib(36) took about 3 s)
+//                  (default 42, about 1 s of CPU here; the seed's Python fib(36) took about 3 s)
 //   GET /io        {"message":"I/O task completed"}, after sleeping --io-ms (default 3000 ms)
 //
 // --model=sync    gunicorn's sync workers: --workers processes forked up front (default 4), each
@@ -37,7 +37,7 @@ using demo::http::read_request;
 using demo::http::render;
 using demo::http::Response;
 
-int g_cpu_n = 41;  // --cpu-n
+int g_cpu_n = 42;  // --cpu-n
 
 // The endpoints; `sleep` is how this model waits for /io.
 template <class Sleep>
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
                     {"model", 'm', "sync|fiber", "sync: prefork processes, one request at a time; fiber: a greenlet per connection (default fiber)"},
                     {"workers", 'w', "N", "sync processes (default 4) / fiber hub threads (default 1)"},
                     {"io-ms", 0, "MS", "how long /io sleeps (default 3000, as the seed)"},
-                    {"cpu-n", 0, "N", "/cpu_task computes the naive Fibonacci(N) (default 41: about 1 s here; the seed's 36)"},
+                    {"cpu-n", 0, "N", "/cpu_task computes the naive Fibonacci(N) (default 42: about 1 s here; the seed's 36)"},
                     {"host", 0, "HOST", "address to listen on (default 127.0.0.1)"},
                     {"port", 'p', "PORT", "port to listen on, 0 = any free port (default 8000)"},
                 });
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   auto model = cli.get_choice("model", "fiber", {"sync", "fiber"});
   int workers = static_cast<int>(cli.get_int("workers", model == "sync" ? 4 : 1, 1, 256));
   std::chrono::milliseconds io(cli.get_int("io-ms", 3000, 0, 600000));
-  g_cpu_n = static_cast<int>(cli.get_int("cpu-n", 41, 0, 50));
+  g_cpu_n = static_cast<int>(cli.get_int("cpu-n", 42, 0, 50));
   auto host = cli.get("host", "127.0.0.1");
   int port = static_cast<int>(cli.get_int("port", 8000, 0, 65535));
   try {
