@@ -8,7 +8,8 @@ libfmt-dev googletest libgtest-dev libbenchmark-dev
 libhiredis-dev redis-server libpq-dev postgresql
 libcurl4-openssl-dev libssl-dev openssl libzmq3-dev
 clang libclang-rt-14-dev
-curl netcat-openbsd"
+curl netcat-openbsd
+nlohmann-json3-dev libcli11-dev gnuplot-nox"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
