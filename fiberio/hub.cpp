@@ -66,8 +66,12 @@ boost::fibers::context* Hub::pick_next() noexcept {
     // unchecked), so the dispatcher takes over when nothing else is ready.
     bool due = ++since_dispatch_ >= kDispatchEvery;
     if (ready_.empty() || due || finished_since_dispatch_ >= kReapEvery) {
-      busy_dispatch_ = due && !ready_.empty();
-      since_dispatch_ = 0;
+      // An empty ready_ does not mean the hub is idle: a fiber that yields is queued only after the
+      // switch (Boost hands it to the dispatcher), so one greenlet yielding in a loop finds ready_
+      // empty every time. The count therefore runs on until it is due, and then the dispatcher polls
+      // either way (before: a lone yielding greenlet reset it on every pick and fds were never polled).
+      busy_dispatch_ = due;
+      if (due) since_dispatch_ = 0;
       finished_since_dispatch_ = 0;
       ++switches_;
       return std::exchange(dispatcher_, nullptr);

@@ -313,3 +313,37 @@ TEST(Hub, DescribeException) {
   EXPECT_EQ(fiberio::describe_exception(std::make_exception_ptr(42)), "int");
   EXPECT_EQ(fiberio::describe_exception(nullptr), "no exception");
 }
+
+// A lone greenlet that yields in a loop (a CPU-bound computation giving the hub its turns) must not
+// starve fd waiters, nor the signal handlers that read a pipe: the hub polls every so many picks.
+// Before the fix, a yielder that was the only ready fiber found the ready queue empty on every pick
+// (Boost queues a yielding fiber after the switch), which reset the count, so fds were never polled:
+// a pipe written 50 ms in was seen only when the yielder stopped, and primes' Ctrl+C waited for it.
+TEST(Hub, ALoneGreenletYieldingInALoopDoesNotStarveFdWaiters) {
+  FIBERIO_WATCHDOG(20);
+  for (bool main_yields : {false, true}) {
+    SCOPED_TRACE(main_yields ? "the main fiber yields" : "a greenlet yields, main joins it");
+    Pipe p;
+    bool woke = false;
+    auto waiter = fiberio::spawn([&] {
+      fiberio::wait_read(p.r);
+      woke = true;
+    });
+    fiberio::yield();  // the waiter parks on the pipe
+    auto t0 = Clock::now();
+    std::thread writer([&] {
+      std::this_thread::sleep_for(50ms);
+      [[maybe_unused]] auto n = ::write(p.w, "x", 1);
+    });
+    auto spin = [&] {
+      while (!woke && Clock::now() - t0 < 3s) fiberio::yield();
+    };
+    if (main_yields) spin();
+    else fiberio::spawn(spin).join();
+    auto took = Clock::now() - t0;
+    writer.join();
+    EXPECT_TRUE(woke);
+    EXPECT_LT(took, 1s);
+    waiter.kill();
+  }
+}
