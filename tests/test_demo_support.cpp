@@ -341,8 +341,10 @@ std::set<int> collect(const std::vector<std::vector<Reply>>& replies, F field) {
 // of threads, every handler has returned by then (a forking model's children may instead die of the
 // SIGTERM their parent sends them; they must be reaped).
 void expect_clean_stop(Running& server, Client& idle, Counts* counts, bool forks) {
-  // The idle client's handler is running (waiting for its first line) before the stop.
-  EXPECT_TRUE(eventually([&] { return counts->active.load() >= 1; })) << "the idle client is not being served";
+  // The idle client's handler is running (waiting for its next line) before the stop.
+  auto r = idle.ask("idle");
+  ASSERT_TRUE(r) << "the idle client is not being served";
+  EXPECT_EQ(r->text, "IDLE");
   int served_before = counts->served.load();
   long ms = server.stop();
   EXPECT_GE(ms, 0) << "the model did not return after the stop";
@@ -490,7 +492,10 @@ TEST(DemoSupport, PreforkKeepsSizeWorkersAndReplacesOnlyTheOneThatDied) {
   // A worker that dies is reaped and replaced by exactly one new worker; the others stay.
   pid_t victim = *workers.begin();
   ::kill(victim, SIGKILL);
-  EXPECT_TRUE(eventually([&] { return live_children().size() == kSize && !live_children().count(victim); }));
+  EXPECT_TRUE(eventually([&] {
+    auto c = children();  // one look: the victim reaped (not even a zombie), and three workers
+    return !c.count(victim) && c.size() == kSize;
+  }));
   auto now = live_children();
   std::set<pid_t> kept, fresh;
   for (pid_t p : now) (workers.count(p) ? kept : fresh).insert(p);
