@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses (fuzz/) with clang in build-fuzz/ and runs each for SECONDS (default
-# 30) on a copy of its seed corpus (fuzz/corpus/NAME), all three under ASan+UBSan. A crash, a hang (10 s per input) or a memory
+# 30) on a copy of its seed corpus (fuzz/corpus/NAME), all four under ASan+UBSan. A crash, a hang (10 s per input) or a memory
 # blow-up (1 GiB) fails the script, with the input saved in build-fuzz/crashes/NAME/.
 #   sh scripts/fuzz.sh [SECONDS]
 set -eu
@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 boost=$(sh scripts/boost-fiber-source.sh)
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFIBERIO_FUZZ=ON \
   -DFIBERIO_SANITIZE=address -DFIBERIO_BOOST_SOURCE="$boost" -DFIBERIO_BUILD_TESTS=OFF -DFIBERIO_BUILD_DEMOS=OFF -DFIBERIO_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build-fuzz -j2 --target fuzz_address fuzz_http_request fuzz_stream
-for name in address http_request stream; do
+cmake --build build-fuzz -j2 --target fuzz_address fuzz_http_request fuzz_stream fuzz_rpc_frame
+for name in address http_request stream rpc_frame; do
   mkdir -p "build-fuzz/corpus/$name" "build-fuzz/crashes/$name"
   cp fuzz/corpus/$name/* "build-fuzz/corpus/$name/"
   echo "== fuzz_$name for $secs s"
