@@ -229,6 +229,7 @@ int main(int argc, char** argv) {
                     {"end", 'e', "N", "find the primes below N (default 5000000)"},
                     {"workers", 'w', "N", "the parallel run's worker count, compared with 1 (default 5)"},
                     {"model", 'm', "greenlet|threads|processes|all", "which models to run (default all)"},
+                    {"parallel-only", 0, "", "skip the 1-worker runs (no speed-up column then)"},
                 });
   cli.parse(argc, argv);
   auto end = static_cast<std::uint32_t>(cli.get_int("end", 5000000, 0, 1000000000));
@@ -236,7 +237,8 @@ int main(int argc, char** argv) {
   auto model = cli.get_choice("model", "all", {"greenlet", "threads", "processes", "all"});
   std::vector<std::string> models =
       model == "all" ? std::vector<std::string>{"greenlet", "threads", "processes"} : std::vector<std::string>{model};
-  std::vector<unsigned> counts = workers == 1 ? std::vector<unsigned>{1} : std::vector<unsigned>{1, workers};
+  std::vector<unsigned> counts = workers == 1 || cli.has("parallel-only") ? std::vector<unsigned>{workers}
+                                                                         : std::vector<unsigned>{1, workers};
 
   auto h_int = fiberio::signal_handler(SIGINT, [] { on_signal(SIGINT); });
   auto h_term = fiberio::signal_handler(SIGTERM, [] { on_signal(SIGTERM); });
@@ -253,7 +255,7 @@ int main(int argc, char** argv) {
         auto t0 = std::chrono::steady_clock::now();
         auto primes = calc_primes(m, end, w);
         double secs = Seconds(std::chrono::steady_clock::now() - t0).count();
-        if (w == 1) base = secs;
+        if (w == counts.front()) base = secs;
         demo::say("{:<10} {:>7} {:>9.3f} {:>10} {:>8.2f}x", m, w, secs, primes.size(), secs > 0 ? base / secs : 1.0);
         if (end <= 100 && w == counts.back()) {
           std::string list;

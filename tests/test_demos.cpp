@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -981,6 +982,465 @@ TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
     EXPECT_LT(ms_between(t0, Clock::now()), 5000);
     EXPECT_NE(server.output().find("stopped"), std::string::npos) << server.output();
   }
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// chat_server (seed 002's PubProtocol chat, one writer greenlet and a bounded outbox per client)
+// ------------------------------------------------------------------------------------------------
+
+// A chat client as a raw blocking socket; a pump thread reads many of them with poll().
+struct ChatPeer {
+  int fd = -1;
+  int port = 0;  // its local port: "<127.0.0.1:PORT>_" prefixes what it sends
+  std::string buf;
+  bool eof = false;
+  std::map<int, long> last_seq;  // per sender port: the last "m <seq>" seen
+  long messages = 0;
+  long out_of_order = 0;
+  long drop_notices = 0;
+  std::vector<std::string> odd;  // lines that are neither messages nor notices
+
+  explicit ChatPeer(int server_port, int rcvbuf = 0) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);  // before connect: the window
+    timeval tv{5, 0};  // a send the server does not take within 5 s fails (the test then fails, not hangs)
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(server_port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~ChatPeer() { close(); }
+  ChatPeer(const ChatPeer&) = delete;
+  ChatPeer& operator=(const ChatPeer&) = delete;
+  void close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  void reset() {  // close with a RST instead of a FIN
+    linger l{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close();
+  }
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // Reads what is there (never blocks) and accounts for every complete line.
+  void read_available() {
+    char chunk[65536];
+    for (;;) {
+      ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        eof = true;
+        return;
+      }
+      if (n < 0) return;
+      buf.append(chunk, static_cast<std::size_t>(n));
+      std::size_t start = 0;
+      for (std::size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1)
+        account(std::string_view(buf).substr(start, nl - start));
+      buf.erase(0, start);
+    }
+  }
+  void account(std::string_view line) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // Twisted's sendLine ends in \r\n
+    // "<127.0.0.1:PORT>_m SEQ xxx...", parsed by hand: the pump must keep up with the server.
+    constexpr std::string_view kFrom = "<127.0.0.1:";
+    auto number = [](std::string_view s, std::size_t& pos) {
+      long v = -1;
+      auto [end, ec] = std::from_chars(s.data() + pos, s.data() + s.size(), v);
+      pos = static_cast<std::size_t>(end - s.data());
+      return ec == std::errc{} ? v : -1;
+    };
+    if (line.starts_with(kFrom)) {
+      std::size_t pos = kFrom.size();
+      long sender = number(line, pos);
+      if (sender > 0 && line.substr(pos).starts_with(">_m ")) {
+        pos += 4;
+        long seq = number(line, pos);
+        if (seq >= 0 && line.substr(pos).starts_with(" xxxx")) {
+          auto [it, fresh] = last_seq.try_emplace(static_cast<int>(sender), -1);
+          if (seq != it->second + 1) ++out_of_order;
+          it->second = seq;
+          ++messages;
+          return;
+        }
+      }
+    } else if (line.starts_with("<server>_") && line.find(" was dropped") != std::string_view::npos) {
+      ++drop_notices;
+      return;
+    }
+    odd.emplace_back(line);
+  }
+};
+
+// Reads `peers` until every one has `want` messages (and `notices` drop notices), or the deadline.
+// `least` (if given) is kept at the fewest messages any of them has: the senders pace themselves on
+// it, so a reader on this loaded test machine never falls behind by more than they allow.
+bool pump_until(std::vector<ChatPeer*>& peers, long want, long notices, Clock::time_point deadline,
+                std::atomic<long>* least = nullptr) {
+  std::vector<pollfd> pfds(peers.size());
+  for (;;) {
+    bool done = true;
+    long fewest = want;
+    for (auto* p : peers) {
+      done = done && p->messages >= want && p->drop_notices >= notices;
+      fewest = std::min(fewest, p->messages);
+    }
+    if (least) least->store(fewest);
+    if (done) return true;
+    if (Clock::now() >= deadline) return false;
+    for (std::size_t i = 0; i < peers.size(); ++i) pfds[i] = {peers[i]->eof ? -1 : peers[i]->fd, POLLIN, 0};
+    if (::poll(pfds.data(), pfds.size(), 100) <= 0) continue;
+    for (std::size_t i = 0; i < peers.size(); ++i)
+      if (pfds[i].revents) peers[i]->read_available();
+  }
+}
+
+// The senders' pacing: wait until every reader has all but `lag` of the `sent` lines; false if that
+// does not happen within 10 s (the readers are stuck: the senders give up).
+bool wait_for_readers(const std::atomic<long>& least, long sent, long lag) {
+  for (auto until = Clock::now() + 10s; sent - least.load() > lag;) {
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(200us);
+  }
+  return true;
+}
+
+// What sender `s` sends as its message number `seq`: about 100 bytes with the prefix.
+std::string chat_line(long seq) { return "m " + std::to_string(seq) + " " + std::string(70, 'x') + "\n"; }
+
+// Waits until the server's output says `text` (10 s at most).
+bool output_says(Proc& p, const std::string& text) {
+  for (auto deadline = Clock::now() + 10s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if (p.output().find(text) != std::string::npos) return true;
+  return false;
+}
+
+// After a chat test: a new client still gets its own line back, and Ctrl+C stops the server, exit 0.
+void chat_still_serves_then_stops(Proc& server, int port) {
+  Client c(port);
+  ASSERT_TRUE(c.send("ping\n"));
+  auto line = c.read_line(5000ms);
+  ASSERT_TRUE(line.has_value()) << server.output().substr(0, 4000);
+  EXPECT_NE(line->find(">_ping"), std::string::npos) << *line;
+  auto t0 = Clock::now();
+  EXPECT_EQ(server.stop(SIGINT, 5000ms), 0);
+  EXPECT_LT(ms_between(t0, Clock::now()), 3000);
+  auto out = server.output();
+  EXPECT_NE(out.find("chat_server stopped"), std::string::npos) << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
+  EXPECT_EQ(out.find("terminate"), std::string::npos);
+  EXPECT_EQ(out.find("ConcurrentObjectUseError"), std::string::npos);
+}
+
+TEST(ChatServer, EveryLineGoesToEveryClientSenderIncludedAsTheSeedFormatsIt) {
+  Proc server("chat_server", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  ChatPeer a(port), b(port);
+  ASSERT_TRUE(output_says(server, "(2 online)")) << server.output();
+  ASSERT_TRUE(a.send("hello\n"));
+  ASSERT_TRUE(b.send("hi there\r\n"));  // Twisted's LineReceiver delimiter; nc sends "\n"
+  for (auto* p : {&a, &b}) {
+    std::vector<ChatPeer*> one{p};
+    pump_until(one, 0, 0, Clock::now() + 100ms);
+    for (auto deadline = Clock::now() + 5s; p->odd.size() < 2 && Clock::now() < deadline;) {
+      pollfd pf{p->fd, POLLIN, 0};
+      if (::poll(&pf, 1, 100) > 0) p->read_available();
+    }
+    ASSERT_EQ(p->odd.size(), 2u);
+    std::set<std::string> got(p->odd.begin(), p->odd.end());
+    EXPECT_TRUE(got.count("<127.0.0.1:" + std::to_string(a.port) + ">_hello")) << p->odd[0] << " | " << p->odd[1];
+    EXPECT_TRUE(got.count("<127.0.0.1:" + std::to_string(b.port) + ">_hi there")) << p->odd[0] << " | " << p->odd[1];
+  }
+  chat_still_serves_then_stops(server, port);
+}
+
+// 200 clients; one never reads (a small receive buffer). The 199 others get every message of every
+// sender, in each sender's order, quickly; the one that never reads is dropped (its connection ends),
+// the others are told, and the server goes on. If broadcasting wrote to the clients' sockets itself,
+// the sender would block on the slow client and the others would stop receiving (and two greenlets
+// would write one socket); without the drop the slow client would never be disconnected.
+TEST(ChatServer, TwoHundredClientsOneNeverReadsItIsDroppedTheOthersGetEverythingInOrder) {
+  FIBERIO_WATCHDOG(100);
+  Proc server("chat_server", {"--port", "0", "--max-backlog", "100"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  ChatPeer slow(port, 4096);
+  std::vector<std::unique_ptr<ChatPeer>> peers;
+  for (int i = 0; i < 199; ++i) peers.push_back(std::make_unique<ChatPeer>(port));
+  ASSERT_TRUE(output_says(server, "(200 online)")) << server.output().substr(0, 2000);
+  constexpr int kSenders = 10;
+  constexpr long kPerSender = 300;  // 3,000 lines of ~100 bytes to each client: 300 KB, the slow one takes < 150 KB
+  std::vector<ChatPeer*> readers;
+  for (auto& p : peers) readers.push_back(p.get());
+  auto t0 = Clock::now();
+  std::atomic<bool> send_failed{false};
+  std::atomic<long> least{0};
+  std::thread senders([&] {
+    for (long seq = 0; seq < kPerSender && !send_failed; ++seq) {
+      // The readers may lag 400 lines (40 KB), far less than what a reading client may have in flight
+      // (its outbox's 100 lines plus the socket buffers); the slow client gets all 300 KB.
+      if (!wait_for_readers(least, seq * kSenders, 400)) send_failed = true;
+      for (int s = 0; s < kSenders && !send_failed; ++s)
+        if (!peers[static_cast<std::size_t>(s)]->send(chat_line(seq))) send_failed = true;
+    }
+  });
+  bool all = pump_until(readers, kSenders * kPerSender, 1, Clock::now() + 30s, &least);
+  senders.join();
+  long took = ms_between(t0, Clock::now());
+  EXPECT_FALSE(send_failed);
+  EXPECT_TRUE(all) << "not every client got every message and the drop notice within 30 s";
+  for (auto* p : readers) {
+    SCOPED_TRACE("client " + std::to_string(p->port));
+    EXPECT_EQ(p->messages, kSenders * kPerSender);
+    EXPECT_EQ(p->out_of_order, 0);
+    EXPECT_EQ(p->last_seq.size(), static_cast<std::size_t>(kSenders));
+    EXPECT_EQ(p->drop_notices, 1);
+    EXPECT_FALSE(p->eof);
+    EXPECT_TRUE(p->odd.empty()) << p->odd.front();
+    if (HasFailure()) break;
+  }
+  std::printf("[ chat    ] 199 clients x %ld messages delivered in %ld ms\n", kSenders * kPerSender, took);
+  auto out = server.output();
+  EXPECT_NE(out.find("127.0.0.1:" + std::to_string(slow.port) + " dropped: more than 100 lines behind"),
+            std::string::npos);
+  EXPECT_EQ(out.find(" dropped:", out.find(" dropped:") + 1), std::string::npos) << "only the slow client is dropped";
+  // The slow client's connection ends: what it has buffered, then EOF or a reset.
+  Client drain_view(port);  // (a new client meanwhile is welcome)
+  char sink[65536];
+  auto until = Clock::now() + 10s;
+  bool ended = false;
+  while (!ended && Clock::now() < until) {
+    pollfd pf{slow.fd, POLLIN, 0};
+    if (::poll(&pf, 1, 200) <= 0) continue;
+    ssize_t n = ::recv(slow.fd, sink, sizeof sink, 0);
+    ended = n <= 0;
+  }
+  EXPECT_TRUE(ended) << "the client that never read was not disconnected";
+  chat_still_serves_then_stops(server, port);
+}
+
+// Clients leave (closing, or resetting) while broadcasts to them are in flight: nothing dangles, the
+// others still get everything, the server keeps serving.
+TEST(ChatServer, ClientsLeavingMidBroadcastBreakNothing) {
+  FIBERIO_WATCHDOG(100);
+  Proc server("chat_server", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  std::vector<std::unique_ptr<ChatPeer>> stayers, leavers;
+  for (int i = 0; i < 40; ++i) stayers.push_back(std::make_unique<ChatPeer>(port));
+  for (int i = 0; i < 60; ++i) leavers.push_back(std::make_unique<ChatPeer>(port, i % 2 ? 4096 : 0));
+  ASSERT_TRUE(output_says(server, "(100 online)"));
+  constexpr int kSenders = 5;
+  constexpr long kPerSender = 400;
+  std::vector<ChatPeer*> readers;
+  for (auto& p : stayers) readers.push_back(p.get());
+  std::atomic<long> least{0};
+  std::thread senders([&] {
+    for (long seq = 0; seq < kPerSender; ++seq) {
+      if (!wait_for_readers(least, seq * kSenders, 400)) return;
+      for (int s = 0; s < kSenders; ++s)
+        if (!stayers[static_cast<std::size_t>(s)]->send(chat_line(seq))) return;
+      if (seq % 6 == 0 && !leavers.empty()) {  // one leaves every few lines: some say something first
+        auto& l = leavers.back();
+        if (seq % 4 == 0) l->send("bye\n");
+        if (seq % 12 == 0) l->reset();
+        else l->close();
+        leavers.pop_back();
+      }
+    }
+  });
+  bool all = pump_until(readers, kSenders * kPerSender, 0, Clock::now() + 40s, &least);
+  senders.join();
+  EXPECT_TRUE(all);
+  for (auto* p : readers) {
+    EXPECT_EQ(p->messages, kSenders * kPerSender);
+    EXPECT_EQ(p->out_of_order, 0);
+    EXPECT_FALSE(p->eof);
+    if (HasFailure()) break;
+  }
+  leavers.clear();  // the rest leave at once
+  EXPECT_TRUE(output_says(server, "(40 online)")) << server.output().substr(0, 3000);
+  chat_still_serves_then_stops(server, port);
+}
+
+TEST(ChatServer, BadOptionsAndAPortInUse) {
+  for (auto args : std::vector<std::vector<std::string>>{{"--max-backlog", "0"}, {"--port", "x"}, {"--sndbuf", "-1"}}) {
+    Proc p("chat_server", args);
+    EXPECT_EQ(p.exit_code(5000ms), 2) << p.output();
+    EXPECT_NE(p.output().find("chat_server: error: --"), std::string::npos) << p.output();
+  }
+  Proc server("chat_server", {"--port", "0"});
+  int port = server.port();
+  ASSERT_GT(port, 0);
+  Proc second("chat_server", {"--port", std::to_string(port)});
+  ASSERT_EQ(second.exit_code(5000ms), 1) << second.output();
+  auto lines = lines_of(second.output());
+  ASSERT_EQ(lines.size(), 1u) << second.output();
+  EXPECT_EQ(lines[0].rfind("chat_server: ", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find("in use"), std::string::npos) << lines[0];
+  EXPECT_EQ(server.stop(SIGINT, 5000ms), 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// primes (seed 003's calc_primes) and cancel (thredo's slide)
+// ------------------------------------------------------------------------------------------------
+
+// The table rows: model, workers, count.
+std::vector<std::tuple<std::string, int, long>> primes_rows(const std::string& out) {
+  static const std::regex row(R"(^(greenlet|threads|processes)\s+(\d+)\s+[\d.]+\s+(\d+)\s+[\d.]+x$)");
+  std::vector<std::tuple<std::string, int, long>> rows;
+  for (auto& l : lines_of(out)) {
+    std::smatch m;
+    if (std::regex_match(l, m, row)) rows.emplace_back(m[1], std::stoi(m[2]), std::stol(m[3]));
+  }
+  return rows;
+}
+
+TEST(Primes, EveryModelFindsPiOfAMillion) {
+  FIBERIO_WATCHDOG(100);
+  Proc p("primes", {"--end", "1000000", "--workers", "5"});
+  ASSERT_EQ(p.exit_code(60000ms), 0) << p.output();
+  auto rows = primes_rows(p.output());
+  ASSERT_EQ(rows.size(), 6u) << p.output();
+  std::set<std::string> models;
+  for (auto& [model, workers, count] : rows) {
+    EXPECT_EQ(count, 78498) << model << " x" << workers;
+    models.insert(model);
+  }
+  EXPECT_EQ(models.size(), 3u);
+  EXPECT_NE(p.output().find("every run found 78498 primes below 1000000"), std::string::npos) << p.output();
+  // The seed's own example: calc_primes(end=50, threads=5), in each model.
+  for (std::string model : {"greenlet", "threads", "processes"}) {
+    Proc small("primes", {"--end", "50", "--model", model});
+    ASSERT_EQ(small.exit_code(10000ms), 0) << small.output();
+    EXPECT_NE(small.output().find("[2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]\n"), std::string::npos)
+        << small.output();
+    EXPECT_EQ(primes_rows(small.output()).size(), 2u) << small.output();
+  }
+  for (auto args : std::vector<std::vector<std::string>>{{"--end", "-1"}, {"--workers", "0"}, {"--model", "fibers"}}) {
+    Proc bad("primes", args);
+    EXPECT_EQ(bad.exit_code(5000ms), 2) << bad.output();
+    EXPECT_NE(bad.output().find("primes: error: --"), std::string::npos) << bad.output();
+  }
+}
+
+// Processes in process group `pgid` (the demo and its forked children), and how many are zombies.
+std::pair<int, int> group_processes(pid_t pgid) {
+  int n = 0, zombies = 0;
+  DIR* d = ::opendir("/proc");
+  if (!d) return {0, 0};
+  while (auto* e = ::readdir(d)) {
+    if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    auto rp = stat.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::stringstream rest(stat.substr(rp + 2));
+    char state;
+    int ppid, pgrp;
+    rest >> state >> ppid >> pgrp;
+    if (pgrp == pgid) {
+      ++n;
+      if (state == 'Z') ++zombies;
+    }
+  }
+  ::closedir(d);
+  return {n, zombies};
+}
+
+// The seed's question: does Ctrl+C stop a long run? In every model it does, within 2 s, with exit
+// status 130, saying what it stopped; forked children are killed and reaped, none is left behind.
+TEST(Primes, SigintStopsEveryModelPromptlyAndLeavesNoProcessBehind) {
+  FIBERIO_WATCHDOG(100);
+  for (std::string model : {"greenlet", "threads", "processes"}) {
+    SCOPED_TRACE(model);
+    Proc p("primes", {"--end", "1000000000", "--workers", "5", "--parallel-only", "--model", model});
+    ASSERT_TRUE(output_says(p, "speed-up\n")) << p.output();
+    std::this_thread::sleep_for(500ms);  // well into the run
+    if (model == "processes") {
+      auto [n, zombies] = group_processes(p.pid());
+      EXPECT_EQ(n, 6) << "the demo and its 5 children";
+      EXPECT_EQ(zombies, 0);
+    }
+    auto t0 = Clock::now();
+    EXPECT_EQ(p.stop(SIGINT, 5000ms), 130) << p.output();
+    long took = ms_between(t0, Clock::now());
+    EXPECT_LT(took, 2000);
+    auto out = p.output();
+    EXPECT_NE(out.find("interrupted by SIGINT during " + model + " x5: "), std::string::npos) << out;
+    if (model == "processes") {
+      EXPECT_NE(out.find("5 child process(es) killed (SIGKILL) and reaped"), std::string::npos) << out;
+    }
+    if (model == "greenlet") {
+      EXPECT_NE(out.find("5 greenlet(s) killed"), std::string::npos) << out;
+    }
+    if (model == "threads") {
+      EXPECT_NE(out.find("5 pool thread(s) cannot be killed"), std::string::npos) << out;
+    }
+    EXPECT_TRUE(primes_rows(out).empty()) << out;
+    errno = 0;
+    EXPECT_EQ(::kill(-p.pid(), 0), -1) << "a process of the demo's group is still there";
+    EXPECT_EQ(errno, ESRCH);
+  }
+  // SIGTERM: 128 + 15.
+  Proc p("primes", {"--end", "1000000000", "--model", "processes"});
+  ASSERT_TRUE(output_says(p, "speed-up\n")) << p.output();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(p.stop(SIGTERM, 5000ms), 143) << p.output();
+}
+
+// thredo's slide: the queue worker prints 0..9; a kill lands at once in a queue get, a recv and a
+// sleep; a run_in_thread call cannot be interrupted (the kill waits for the task), and a task the
+// greenlet abandoned (ThreadPool::spawn + get) runs on: the demo reports its thread finishing later.
+TEST(Cancel, KillsLandAtOnceExceptWhileTheirThreadPoolTaskRuns) {
+  FIBERIO_WATCHDOG(60);
+  Proc p("cancel", {"--interval-ms", "10", "--task-ms", "600"});
+  ASSERT_EQ(p.exit_code(20000ms), 0) << p.output();
+  auto out = p.output();
+  for (int n = 0; n < 10; ++n) EXPECT_NE(out.find("Got: " + std::to_string(n) + "\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("worker finished (got the sentinel)"), std::string::npos) << out;
+  auto dead_ms = [&](const std::string& what) {
+    std::smatch m;
+    std::regex re("  " + what + R"(\s+dead ([\d.]+) ms after kill\(\))");
+    if (!std::regex_search(out, m, re)) {
+      ADD_FAILURE() << "no line for " << what << " in\n" << out;
+      return -1.0;
+    }
+    return std::stod(m[1]);
+  };
+  for (std::string what : {"a queue get", R"(a socket recv \(nothing arrives\))", R"(a sleep \(60 s\))",
+                           R"(a thread-pool result \(spawn \+ get\))"}) {
+    double ms = dead_ms(what);
+    EXPECT_GE(ms, 0) << what;
+    EXPECT_LT(ms, 100) << what;
+  }
+  // run_in_thread: the kill waits for the 600 ms task (blocked 50 ms before the kill).
+  EXPECT_GT(dead_ms(R"(a thread-pool call \(run_in_thread\))"), 400);
+  // Both thread-pool lines: the OS thread finished well after the kill.
+  static const std::regex thread_line(R"(its OS thread: killed at \+(\d+) ms, the task's 600 ms sleep ran on and finished at \+(\d+) ms)");
+  int seen = 0;
+  for (auto& l : lines_of(out)) {
+    std::smatch m;
+    if (!std::regex_search(l, m, thread_line)) continue;
+    ++seen;
+    EXPECT_GT(std::stol(m[2]) - std::stol(m[1]), 400) << l;
+  }
+  EXPECT_EQ(seen, 2) << out;
+  Proc bad("cancel", {"--task-ms", "0"});
+  EXPECT_EQ(bad.exit_code(5000ms), 2) << bad.output();
 }
 
 }  // namespace
