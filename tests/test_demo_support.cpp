@@ -611,6 +611,17 @@ TEST(DemoCli, ParsesEveryForm) {
   EXPECT_FALSE(parsed({"--line", "--quiet"}).has("quiet"));
 }
 
+// A demo may give -h to an option of its own; --help stays.
+TEST(DemoCli, AnOptionOfItsOwnMayTakeDashH) {
+  demo::Cli cli("prog", "A test program.", {{"host", 'h', "HOST", "server host"}});
+  std::vector<std::string> args{"prog", "-h", "example.org"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  cli.parse(3, argv.data());
+  EXPECT_EQ(cli.get("host", ""), "example.org");
+  EXPECT_NE(cli.usage().find("\n      --help       show this help and exit\n"), std::string::npos) << cli.usage();
+}
+
 TEST(DemoCli, HelpPrintsTheUsageOnStdoutAndExitsZero) {
   for (std::string flag : {"--help", "-h"}) {
     SCOPED_TRACE(flag);

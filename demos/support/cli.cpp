@@ -26,12 +26,14 @@ const Option* culprit(const std::vector<Option>& options, std::string_view msg) 
 
 Cli::Cli(std::string prog, std::string summary, std::vector<Option> options)
     : prog_(std::move(prog)), summary_(std::move(summary)), options_(std::move(options)) {
-  options_.push_back({"help", 'h', "", "show this help and exit"});
+  // -h is --help unless a demo gave -h to an option of its own.
+  bool h_taken = std::any_of(options_.begin(), options_.end(), [](const Option& o) { return o.short_name == 'h'; });
+  options_.push_back({"help", h_taken ? '\0' : 'h', "", "show this help and exit"});
 }
 
 void Cli::parse(int argc, char** argv) {
   CLI::App app(summary_, prog_);
-  app.set_help_flag("-h,--help", "show this help and exit");
+  app.set_help_flag(options_.back().short_name ? "-h,--help" : "--help", "show this help and exit");
   std::vector<std::pair<const Option*, CLI::Option*>> added;
   for (const auto& o : options_) {
     if (o.name == "help") continue;
