@@ -944,7 +944,8 @@ TEST(ReadmeExample, SaysWhereItListensAndAPortInUseIsOneLineAndExitOne) {
   EXPECT_EQ(lines[0].rfind("readme_example: ", 0), 0u) << lines[0];
   EXPECT_NE(lines[0].find("in use"), std::string::npos) << lines[0];
   // Every demo server answers a port in use the same way.
-  for (std::string demo : {"fib_server", "counter_server", "echo_server", "http_server", "blocking_echo_server"}) {
+  for (std::string demo : {"fib_server", "counter_server", "echo_server", "http_server", "blocking_echo_server",
+                           "chat_server", "rpc_server"}) {
     SCOPED_TRACE(demo);
     Proc other(demo, {"--port", std::to_string(port)});
     ASSERT_EQ(other.exit_code(10000ms), 1) << other.output();
@@ -984,6 +985,54 @@ TEST(Demos, SigintStopsEveryServerWithExitZeroEvenWithAClientConnected) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// rpc_server and rpc_client (seed 002's RPC homework; the library itself: tests/test_rpc.cpp)
+// ------------------------------------------------------------------------------------------------
+
+TEST(RpcDemo, TheClientCallsListsReportsErrorsAndLoadsEveryModel) {
+  for (std::string model : {"epoll", "threads", "fiber"}) {
+    SCOPED_TRACE(model);
+    Proc server("rpc_server", {"--model", model, "--port", "0"});
+    int port = server.port();
+    ASSERT_GT(port, 0);
+    auto client = [&](std::vector<std::string> args, int& code) {
+      args.insert(args.begin(), {"--port", std::to_string(port)});
+      Proc c("rpc_client", args);
+      code = c.exit_code(20000ms);
+      return c.output();
+    };
+    int code = -1;
+    EXPECT_EQ(client({"call", "func1", "1", "2", "3"}, code), "9\n");
+    EXPECT_EQ(code, 0);
+    EXPECT_EQ(client({"call", "scale", R"({"x":1,"y":-2})", "0.5"}, code), "{\"x\":0.5,\"y\":-1.0}\n");
+    auto listing = client({"list"}, code);
+    EXPECT_EQ(code, 0);
+    EXPECT_EQ(lines_of(listing).size(), 6u) << listing;
+    EXPECT_NE(listing.find("func1(int, int, int) -> int\n"), std::string::npos) << listing;
+    EXPECT_EQ(client({"call", "divide", "7", "0"}, code), "error: std::domain_error: divide: division by zero\n");
+    EXPECT_EQ(code, 1);
+    EXPECT_EQ(client({"call", "func1", "1", "two", "3"}, code),
+              "error: rpc::BadArguments: func1: argument 2: expected int, got string\n");
+    EXPECT_EQ(code, 1);
+    auto load = client({"bench", "--clients", "50", "--seconds", "0.5"}, code);
+    EXPECT_EQ(code, 0) << load;
+    EXPECT_NE(load.find("clients=50 "), std::string::npos) << load;
+    EXPECT_NE(load.find(" errors=0"), std::string::npos) << load;
+    EXPECT_EQ(server.stop(SIGINT, 10000ms), 0) << server.output();
+  }
+  for (std::vector<std::string> bad : {std::vector<std::string>{"call"}, {"bench", "--clients", "0"}, {"frobnicate"}, {}}) {
+    Proc c("rpc_client", bad);
+    EXPECT_EQ(c.exit_code(10000ms), 2) << c.output();
+    auto lines = lines_of(c.output());
+    ASSERT_EQ(lines.size(), 1u) << c.output();
+    EXPECT_EQ(lines[0].rfind("rpc_client: error: ", 0), 0u) << lines[0];
+  }
+  Proc bad_model("rpc_server", {"--model", "fork"});
+  EXPECT_EQ(bad_model.exit_code(10000ms), 2) << bad_model.output();
+  Proc nobody("rpc_client", {"--port", "1", "call", "func1"});
+  EXPECT_EQ(nobody.exit_code(10000ms), 1) << nobody.output();
+  EXPECT_NE(nobody.output().find("refused"), std::string::npos) << nobody.output();
+}
 
 // ------------------------------------------------------------------------------------------------
 // chat_server (seed 002's PubProtocol chat, one writer greenlet and a bounded outbox per client)
