@@ -129,6 +129,43 @@ void BM_Fiberio_EventPingPong(benchmark::State& state) {
 }
 BENCHMARK(BM_Fiberio_EventPingPong);
 
+// ---- Queue hand-off ----
+
+// put() then get() on one fiber: the queue's uncontended fast path (buffer in, buffer out).
+void BM_Fiberio_QueuePutGet(benchmark::State& state) {
+  fiberio::Queue<int> q;
+  int sum = 0;
+  for (auto _ : state) {
+    q.put(1);
+    sum += q.get();
+  }
+  benchmark::DoNotOptimize(sum);
+  state.counters["ns_per_putget"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Fiberio_QueuePutGet);
+
+// Two fibers, two queues: each put() hands the item straight to the other fiber parked in get().
+void BM_Fiberio_QueuePingPong(benchmark::State& state) {
+  fiberio::Queue<int> ping, pong;
+  auto other = fiberio::spawn([&] {
+    for (;;) {
+      int v = ping.get();
+      if (v < 0) return;
+      pong.put(v);
+    }
+  });
+  for (auto _ : state) {
+    ping.put(1);
+    benchmark::DoNotOptimize(pong.get());
+  }
+  ping.put(-1);
+  other.join();
+  state.counters["ns_per_roundtrip"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Fiberio_QueuePingPong);
+
 void BM_PlainBoostFiber_CondVarPingPong(benchmark::State& state) {
   on_fresh_thread([&] {
     boost::fibers::mutex m;
