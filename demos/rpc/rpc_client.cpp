@@ -91,9 +91,10 @@ int main(int argc, char** argv) {
   auto* list = app.add_subcommand("list", "print the server's functions and their signatures");
   auto* call = app.add_subcommand("call", "call FUNCTION with ARGS (JSON values) and print the result as JSON");
   std::string function;
-  std::vector<std::string> args;
   call->add_option("function", function, "the function's name")->required();
-  call->add_option("args", args, "its arguments");
+  // The arguments are taken raw (CLI11 would split a positional "[1,2,3]" into three values).
+  call->allow_extras();
+  call->footer("ARGS...: the function's arguments, each a JSON value (1, \"a\", [1,2], {\"x\":1}) or else a string\n");
   auto* load = app.add_subcommand("bench", "N concurrent clients call func1(1, 2, 3) back to back");
   BenchOptions bo;
   load->add_option("-c,--clients", bo.clients, "concurrent clients (greenlets)")->check(CLI::Range(1, 100000))->capture_default_str();
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     rpc::Value list_args = rpc::Value::array();
-    for (auto& a : args) list_args.push_back(parse_argument(a));
+    for (auto& a : call->remaining()) list_args.push_back(parse_argument(a));
     std::printf("%s\n", client.call_with(function, std::move(list_args)).dump().c_str());
     return 0;
   } catch (const rpc::RemoteError& e) {
