@@ -237,11 +237,14 @@ Greenlet<R> launch(Fn&& fn) {
 }
 }  // namespace detail
 
-// Starts f(args...) in a new greenlet; it runs when the caller next blocks or yields.
+// Starts f(args...) in a new greenlet; it runs when the caller next blocks or yields. The arguments
+// are copied or moved into the greenlet, as std::thread's are: pass std::ref(x) for f to take a T&.
 template <class F, class... Args>
 auto spawn(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
-  return detail::launch<R>([fn = std::forward<F>(f), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
+  // A tuple of the decayed types, not make_tuple: make_tuple turns std::ref(x) into a T& member, which
+  // std::move then made a T&& that a T& parameter cannot take.
+  return detail::launch<R>([fn = std::forward<F>(f), tup = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
     return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
   });
 }
@@ -251,7 +254,7 @@ template <class F, class... Args>
 auto spawn_later(Duration delay, F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
   return detail::launch<R>(
-      [delay, fn = std::forward<F>(f), tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
+      [delay, fn = std::forward<F>(f), tup = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
         sleep(delay);
         return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
       });
