@@ -3,15 +3,110 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <pthread.h>
+#include <unistd.h>
 
-#include "fiberio/threadpool.hpp"
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 namespace fiberio {
 
 namespace {
+
+// The resolver's pool. A blocking lookup spends its time waiting on the network, not on a CPU, so the
+// pool is sized for waiting: a new thread whenever a job arrives and no thread is idle (up to the
+// cap), and a thread that has been idle for kIdle exits. Threads are detached and the pool is never
+// destroyed: a lookup may outlive its caller (a timeout or kill leaves it running; its answer is then
+// dropped), and exit must not wait for a slow name server.
+class ResolverPool {
+ public:
+  static constexpr auto kIdle = std::chrono::seconds(5);
+
+  explicit ResolverPool(std::size_t max_threads) : max_(max_threads) {}
+
+  void submit(std::function<void()> job) {
+    std::unique_lock lk(mu_);
+    queue_.push_back(std::move(job));
+    if (idle_ >= queue_.size() || threads_ >= max_) {
+      lk.unlock();
+      cv_.notify_one();
+      return;
+    }
+    ++threads_;
+    peak_ = std::max(peak_, threads_);
+    try {
+      std::thread([this] { worker(); }).detach();
+    } catch (...) {
+      --threads_;
+      if (threads_ == 0) {  // nobody would ever run it
+        queue_.pop_back();
+        throw;
+      }
+      lk.unlock();
+      cv_.notify_one();
+    }
+  }
+
+  ResolverStats stats() {
+    std::lock_guard lk(mu_);
+    return {threads_, idle_, peak_, max_};
+  }
+
+ private:
+  void worker() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      ++idle_;
+      bool got = cv_.wait_for(lk, kIdle, [this] { return !queue_.empty(); });
+      --idle_;
+      if (!got) {
+        --threads_;
+        return;
+      }
+      auto job = std::move(queue_.front());
+      queue_.pop_front();
+      lk.unlock();
+      job();  // never throws: resolver_spawn catches
+      job = nullptr;
+      lk.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::size_t threads_ = 0, idle_ = 0, peak_ = 0;
+  const std::size_t max_;
+};
+
+// One pool per process. A fork()ed child has none of the parent's threads: it forgets the parent's
+// pool (leaked: its mutex may be held by a thread that does not exist there) and makes its own.
+std::atomic<ResolverPool*> g_resolver{nullptr};
+std::mutex g_resolver_mu;
+
+ResolverPool& resolver_pool() {
+  if (auto* p = g_resolver.load(std::memory_order_acquire)) return *p;
+  std::lock_guard lk(g_resolver_mu);
+  if (auto* p = g_resolver.load()) return *p;
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, [] { g_resolver.store(nullptr); }); });
+  std::size_t max = 256;
+  if (const char* e = std::getenv("FIBERIO_RESOLVER_THREADS")) {
+    long v = std::strtol(e, nullptr, 10);
+    if (v > 0) max = static_cast<std::size_t>(v);
+  }
+  auto* p = new ResolverPool(max);
+  g_resolver.store(p, std::memory_order_release);
+  return *p;
+}
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];
@@ -48,6 +143,10 @@ bool guard_fired() {
 
 }  // namespace
 
+ResolverStats resolver_stats() { return resolver_pool().stats(); }
+
+void detail::resolver_submit(std::function<void()> job) { resolver_pool().submit(std::move(job)); }
+
 std::vector<Address> resolve_all(std::string_view host_in, std::uint16_t port, int family, OptDuration timeout) {
   std::string host(host_in);
   if (host.empty() || host.find('\0') != std::string::npos)
@@ -62,7 +161,9 @@ std::vector<Address> resolve_all(std::string_view host_in, std::uint16_t port, i
                                              host, port));
     return {a};
   }
-  auto result = default_threadpool().spawn(getaddrinfo_blocking, host, port, family);
+  // The job owns its arguments: if this fiber is killed or times out, the lookup finishes on its own
+  // and its answer goes to an AsyncResult nobody reads.
+  auto result = detail::resolver_spawn([host, port, family] { return getaddrinfo_blocking(host, port, family); });
   if (!result.wait(timeout))
     throw TimeoutError(fmt::format("fiberio::resolve(\"{}\", {}): timed out after {:g} ms", host, port,
                                    std::chrono::duration<double, std::milli>(*timeout).count()));

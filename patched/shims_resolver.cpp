@@ -1,6 +1,7 @@
 // Shims: the name resolver. glibc's resolver blocks in its own sockets, opened and polled inside libc
-// where no shim sees them, so in a fiber a lookup runs on fiberio::default_threadpool() while only the
-// calling fiber waits (gevent's threaded resolver does the same).
+// where no shim sees them, so in a fiber a lookup runs on the resolver's own threads (the same path as
+// fiberio::resolve: one thread per lookup in flight, never queued behind CPU work on the default pool)
+// while only the calling fiber waits (gevent's threaded resolver does the same).
 //
 // The pool thread writes straight into the caller's buffers, so the caller waits for it even if it is
 // killed meanwhile (lookups end by themselves: the resolver has its own timeouts); the kill is
@@ -14,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "fiberio/dns.hpp"
 #include "patched/blocking_call.hpp"
 #include "patched/mode.hpp"
 #include "patched/real.hpp"
@@ -35,15 +37,15 @@ bool numeric_service(const char* service, const addrinfo* hints) noexcept {
   return true;
 }
 
-// Runs job() (returning int) on the default pool, waiting uninterruptibly; carries errno and h_errno
-// back. Falls back to running it here if the pool cannot take it.
+// Runs job() (returning int) on a resolver thread, waiting uninterruptibly; carries errno and h_errno
+// back. Falls back to running it here if no resolver thread can be started.
 template <class Job>
 int on_pool(Job job) {
   struct Out {
     int rc, err, herr;
   };
   try {
-    auto out = wait_uninterruptibly(fiberio::default_threadpool().spawn([job]() mutable {
+    auto out = wait_uninterruptibly(fiberio::detail::resolver_spawn([job]() mutable {
       int rc = job();
       return Out{rc, errno, h_errno};
     }));
