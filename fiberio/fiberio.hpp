@@ -11,6 +11,7 @@
 #include "fiberio/signal.hpp"
 #include "fiberio/socket.hpp"
 #include "fiberio/local.hpp"
+#include "fiberio/monitor.hpp"
 #include "fiberio/pool.hpp"
 #include "fiberio/queue.hpp"
 #include "fiberio/stack.hpp"

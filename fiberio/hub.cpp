@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "fiberio/detail/fd_registry.hpp"
+#include "fiberio/detail/monitor.hpp"
 
 namespace fiberio {
 namespace detail {
@@ -36,12 +37,14 @@ Hub& Hub::create() {
   std::call_once(fork_once, [] { ::pthread_atfork(nullptr, nullptr, after_fork_in_child); });
   install_overflow_reporter(&hub->stacks_);
   FdRegistry::instance().hub_started(hub);
+  monitor_hub_started(hub);
   return *hub;
 }
 
 Hub::Hub() { events_.reserve(64); }
 
 Hub::~Hub() {
+  monitor_hub_ended(this);
   FdRegistry::instance().hub_ended(this);
   for (FdState* st : fds_)
     if (st) {
@@ -73,7 +76,7 @@ boost::fibers::context* Hub::pick_next() noexcept {
       busy_dispatch_ = due;
       if (due) since_dispatch_ = 0;
       finished_since_dispatch_ = 0;
-      ++switches_;
+      count_switch(dispatcher_);
       return std::exchange(dispatcher_, nullptr);
     }
   } else if (std::exchange(busy_dispatch_, false)) {
@@ -85,7 +88,7 @@ boost::fibers::context* Hub::pick_next() noexcept {
   if (ready_.empty()) return nullptr;
   auto* ctx = &ready_.front();
   ready_.pop_front();
-  ++switches_;
+  count_switch(ctx);
   return ctx;
 }
 
@@ -121,7 +124,9 @@ void prefetch_frames(const Waiter* w) noexcept {
 
 void Hub::poll(std::int64_t timeout_ns) noexcept {
   events_.clear();
+  polling_.store(true, std::memory_order_relaxed);
   poller_.wait(timeout_ns, events_);
+  polling_.store(false, std::memory_order_relaxed);
   notified_.store(false);
   if (has_mail_.load(std::memory_order_acquire)) [[unlikely]] read_mail();
   for (auto& ev : events_)

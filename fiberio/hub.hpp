@@ -120,7 +120,11 @@ class Hub final : public boost::fibers::algo::algorithm {
   // Thread exit has begun (greenlet.cpp unwinds the greenlets left): never raise LoopExit now.
   void begin_shutdown() noexcept { shutting_down_ = true; }
 
-  std::uint64_t switches() const noexcept { return switches_; }
+  std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
+  // For the blocking monitor (monitor.cpp), which samples them from its own thread: the fiber picked
+  // last (null until the first switch) and whether the hub waits in the poller (idle, not stalled).
+  boost::fibers::context* running() const noexcept { return running_.load(std::memory_order_relaxed); }
+  bool polling() const noexcept { return polling_.load(std::memory_order_relaxed); }
   void count_wait(WaitKind k, int delta) noexcept;
   // Fibers of this hub with a pending kill/LoopExit, plus live Timeout guards. While zero,
   // check_interrupts() has nothing to look at and returns at once.
@@ -155,7 +159,15 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::atomic<bool> notified_{false};
   std::size_t external_waiters_ = 0;
   std::size_t fd_waiters_ = 0;
-  std::uint64_t switches_ = 0;
+  // Written by this thread only, read by the monitor's: relaxed plain loads and stores (no locked
+  // instruction), so counting costs what the plain counter did.
+  std::atomic<std::uint64_t> switches_{0};
+  std::atomic<boost::fibers::context*> running_{nullptr};
+  std::atomic<bool> polling_{false};
+  void count_switch(boost::fibers::context* to) noexcept {
+    switches_.store(switches_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    running_.store(to, std::memory_order_relaxed);
+  }
   // Boost.Fiber's dispatcher fiber (timers, wake-ups from other threads, freeing finished fibers) is
   // held here rather than queued behind every ready fiber: it runs when nothing else is ready, or
   // once per kDispatchEvery picks while fibers stay busy, or after kReapEvery greenlets finished (it

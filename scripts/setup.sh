@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing, so it is cheap on a ready machine.
 set -eu
 PKGS="build-essential cmake pkg-config
-libboost-fiber1.81-dev libboost-context1.81-dev
+libboost-fiber1.81-dev libboost-context1.81-dev libboost-stacktrace1.81-dev
 libfmt-dev googletest libgtest-dev libbenchmark-dev
 libhiredis-dev redis-server libpq-dev postgresql
 libcurl4-openssl-dev libssl-dev openssl libzmq3-dev
