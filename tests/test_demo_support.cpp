@@ -26,6 +26,7 @@
 #include "demo_util.hpp"
 #include "support/child.hpp"
 #include "support/leak_check.hpp"
+#include "support/line_client.hpp"
 #include "watchdog.hpp"
 
 namespace {
@@ -120,70 +121,13 @@ std::optional<Reply> parse_reply(const std::optional<std::string>& line) {
 // A client with bounded waits.
 // ---------------------------------------------------------------------------------------------------
 
-class Client {
- public:
-  explicit Client(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      int e = errno;
-      ::close(fd_);
-      throw std::runtime_error(std::string("connect: ") + std::strerror(e));
-    }
-  }
-  ~Client() { close(); }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
+using fiberio_test::LineClient;
 
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  bool send(std::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-  // The next line without "\n"; nullopt on timeout or EOF.
-  std::optional<std::string> read_line(Ms timeout = 5000ms) {
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return line;
-      }
-      auto left = std::chrono::duration_cast<Ms>(deadline - Clock::now()).count();
-      pollfd p{fd_, POLLIN, 0};
-      if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) return std::nullopt;
-      char chunk[4096];
-      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) return std::nullopt;
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  std::optional<Reply> ask(const std::string& line, Ms timeout = 5000ms) {
-    if (!send(line + "\n")) return std::nullopt;
-    return parse_reply(read_line(timeout));
-  }
-  // True if the server closes the connection within timeout.
-  bool sees_eof(Ms timeout = 3000ms) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-    char c;
-    return ::recv(fd_, &c, 1, 0) <= 0;
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-};
+// One request and its parsed reply.
+std::optional<Reply> ask(LineClient& c, const std::string& line, Ms timeout = 5000ms) {
+  if (!c.send(line + "\n")) return std::nullopt;
+  return parse_reply(c.read_line(timeout));
+}
 
 // ---------------------------------------------------------------------------------------------------
 // The process as the tests inspect it.
@@ -301,12 +245,12 @@ std::vector<std::vector<Reply>> many_clients(int port, int clients, bool hold_un
   for (int i = 0; i < clients; ++i) {
     ts.emplace_back([&, i] {
       try {
-        Client c(port);
-        auto hello = c.ask("hello " + std::to_string(i));
+        LineClient c(port);
+        auto hello = ask(c, "hello " + std::to_string(i));
         if (!hello) return;
         ++answered;
         if (hold_until_all && !eventually([&] { return answered.load() == clients; }, 5000ms)) return;
-        auto bye = c.ask("bye " + std::to_string(i));
+        auto bye = ask(c, "bye " + std::to_string(i));
         if (!bye) return;
         replies[static_cast<std::size_t>(i)] = {*hello, *bye};
       } catch (const std::exception&) {
@@ -340,9 +284,9 @@ std::set<int> collect(const std::vector<std::vector<Reply>>& replies, F field) {
 // promptly, the idle client is closed, and no thread, fd or child of the model is left. In a model
 // of threads, every handler has returned by then (a forking model's children may instead die of the
 // SIGTERM their parent sends them; they must be reaped).
-void expect_clean_stop(Running& server, Client& idle, Counts* counts, bool forks) {
+void expect_clean_stop(Running& server, LineClient& idle, Counts* counts, bool forks) {
   // The idle client's handler is running (waiting for its next line) before the stop.
-  auto r = idle.ask("idle");
+  auto r = ask(idle, "idle");
   ASSERT_TRUE(r) << "the idle client is not being served";
   EXPECT_EQ(r->text, "IDLE");
   int served_before = counts->served.load();
@@ -369,12 +313,12 @@ TEST(DemoSupport, BlockingServesOneClientAtATime) {
   SharedCounts counts;
   Running server([&](int fd, demo::StopSignal& stop) { demo::serve_blocking(fd, stop, echo_handler(counts.get())); });
   {
-    Client a(server.port());
-    auto ra = a.ask("first");
+    LineClient a(server.port());
+    auto ra = ask(a, "first");
     ASSERT_TRUE(ra);
     EXPECT_EQ(ra->text, "FIRST");
     EXPECT_EQ(ra->pid, ::getpid());
-    Client b(server.port());  // the kernel completes the handshake, but nobody serves b yet
+    LineClient b(server.port());  // the kernel completes the handshake, but nobody serves b yet
     ASSERT_TRUE(b.send("second\n"));
     EXPECT_EQ(b.read_line(300ms), std::nullopt) << "the blocking model served a second client at once";
     a.close();
@@ -390,7 +334,7 @@ TEST(DemoSupport, BlockingServesOneClientAtATime) {
     EXPECT_EQ(replies[i][0].text, "HELLO " + std::to_string(i));
   }
   EXPECT_EQ(counts->peak.load(), 1) << "two handlers ran at once";
-  Client idle(server.port());
+  LineClient idle(server.port());
   expect_clean_stop(server, idle, counts.get(), false);
 }
 
@@ -408,7 +352,7 @@ TEST(DemoSupport, ThreadPerConnectionServesClientsConcurrently) {
   // The threads of clients that left are gone (only the acceptor is left).
   EXPECT_TRUE(eventually([&] { return thread_count() == server.threads_before() + 1; }))
       << thread_count() - server.threads_before() << " threads";
-  Client idle(server.port());
+  LineClient idle(server.port());
   expect_clean_stop(server, idle, counts.get(), false);
 }
 
@@ -428,10 +372,10 @@ TEST(DemoSupport, ThreadPoolNeverRunsMoreThanSizeHandlers) {
   EXPECT_EQ(thread_count(), server.threads_before() + 1 + kSize) << "the pool grew";
   // Every pool thread busy with an idle client; two more clients wait in the queue, unserved.
   ASSERT_TRUE(eventually([&] { return counts->active.load() == 0; }));
-  std::vector<std::unique_ptr<Client>> busy;
-  for (int i = 0; i < kSize; ++i) busy.push_back(std::make_unique<Client>(server.port()));
+  std::vector<std::unique_ptr<LineClient>> busy;
+  for (int i = 0; i < kSize; ++i) busy.push_back(std::make_unique<LineClient>(server.port()));
   ASSERT_TRUE(eventually([&] { return counts->active.load() == kSize; }));
-  Client queued1(server.port()), queued2(server.port());
+  LineClient queued1(server.port()), queued2(server.port());
   ASSERT_TRUE(queued1.send("waiting\n"));
   EXPECT_EQ(queued1.read_line(300ms), std::nullopt) << "a fourth handler ran";
   EXPECT_EQ(counts->peak.load(), kSize);
@@ -467,7 +411,7 @@ TEST(DemoSupport, ProcessPerConnectionForksAChildPerClientAndReapsIt) {
   EXPECT_TRUE(eventually([] { return children().empty(); })) << zombies() << " zombies, "
                                                               << live_children().size() << " children running";
   EXPECT_EQ(count_fds(), server.fds_before()) << "the parent kept a client's fd";
-  Client idle(server.port());
+  LineClient idle(server.port());
   expect_clean_stop(server, idle, counts.get(), true);
 }
 
@@ -509,7 +453,7 @@ TEST(DemoSupport, PreforkKeepsSizeWorkersAndReplacesOnlyTheOneThatDied) {
   auto pids2 = collect(again, [](const Reply& r) { return r.pid; });
   EXPECT_TRUE(std::includes(now.begin(), now.end(), pids2.begin(), pids2.end()));
   EXPECT_EQ(count_fds(), server.fds_before()) << "the parent holds a client's fd";
-  Client idle(server.port());
+  LineClient idle(server.port());
   expect_clean_stop(server, idle, counts.get(), true);
 }
 
@@ -527,14 +471,14 @@ TEST(DemoSupport, AThrowingHandlerClosesItsConnectionOnly) {
       echo(conn, peer, worker);
     });
   });
-  Client bad(server.port());
+  LineClient bad(server.port());
   ASSERT_TRUE(bad.send("throw\n"));
   EXPECT_TRUE(bad.sees_eof());
   bad.close();
-  Client good(server.port());
+  LineClient good(server.port());
   ASSERT_TRUE(good.send("hi\n"));
   EXPECT_EQ(good.read_line(), "ready");
-  auto r = good.ask("still here");
+  auto r = ask(good, "still here");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->text, "STILL HERE");
   expect_clean_stop(server, good, counts.get(), false);

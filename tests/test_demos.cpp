@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/line_client.hpp"
 #include "support/ports.hpp"
 #include "watchdog.hpp"
 
@@ -154,100 +155,7 @@ class Proc {
 };
 
 // A blocking client connection with bounded waits.
-class Client {
- public:
-  explicit Client(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      int e = errno;
-      ::close(fd_);
-      throw std::runtime_error(std::string("connect: ") + std::strerror(e));
-    }
-  }
-  ~Client() { close(); }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
-
-  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
-
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
-  bool send(std::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-
-  // The next line without "\n"; nullopt on timeout or EOF.
-  std::optional<std::string> read_line(Ms timeout = 10000ms) {
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-      auto nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return line;
-      }
-      auto left = std::chrono::duration_cast<Ms>(deadline - Clock::now()).count();
-      if (left <= 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) return std::nullopt;
-      char chunk[4096];
-      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) return std::nullopt;
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-
-  // What one recv(max) returns, as Python's sock.recv(max) (the seeds' clients read this way);
-  // nullopt on timeout, EOF or error.
-  std::optional<std::string> recv_some(std::size_t max, Ms timeout = 10000ms) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
-    std::string data(max, '\0');
-    ssize_t n = ::recv(fd_, data.data(), max, 0);
-    if (n <= 0) return std::nullopt;
-    data.resize(static_cast<std::size_t>(n));
-    return data;
-  }
-
-  // True if the server closes the connection (EOF) within timeout.
-  bool sees_eof(Ms timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-    char c;
-    return ::recv(fd_, &c, 1, 0) <= 0;
-  }
-
-  // Reads and drops the rest of the stream: 0 if it ends in a clean EOF (FIN), the errno if it ends
-  // in an error (ECONNRESET: the server reset the connection), -1 if it has not ended within timeout.
-  int how_it_ends(Ms timeout) {
-    auto until = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      auto left = std::chrono::duration_cast<Ms>(until - std::chrono::steady_clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return -1;
-      char sink[4096];
-      ssize_t n = ::recv(fd_, sink, sizeof sink, 0);
-      if (n == 0) return 0;
-      if (n < 0) return errno;
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-};
+using Client = fiberio_test::LineClient;
 
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -268,25 +176,34 @@ int open_fds(pid_t pid) {
   return n;
 }
 
-// Children of `pid` that are zombies (exited but not reaped).
-int zombie_children(pid_t pid) {
-  int zombies = 0;
+// Every process on the machine as /proc/PID/stat tells it.
+struct ProcessInfo {
+  char state;  // 'Z': a zombie (exited, not reaped)
+  pid_t ppid, pgrp;
+};
+std::vector<ProcessInfo> processes() {
+  std::vector<ProcessInfo> all;
   DIR* d = ::opendir("/proc");
-  if (!d) return 0;
+  if (!d) return all;
   while (auto* e = ::readdir(d)) {
     if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
     std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
     std::string stat;
     std::getline(in, stat);
-    auto rp = stat.rfind(')');
+    auto rp = stat.rfind(')');  // the command name may hold spaces and parentheses
     if (rp == std::string::npos) continue;
     std::stringstream rest(stat.substr(rp + 2));
-    char state;
-    int ppid;
-    rest >> state >> ppid;
-    if (ppid == pid && state == 'Z') ++zombies;
+    ProcessInfo p{};
+    if (rest >> p.state >> p.ppid >> p.pgrp) all.push_back(p);
   }
   ::closedir(d);
+  return all;
+}
+
+// Children of `pid` that are zombies (exited but not reaped).
+int zombie_children(pid_t pid) {
+  int zombies = 0;
+  for (auto& p : processes()) zombies += p.ppid == pid && p.state == 'Z';
   return zombies;
 }
 
@@ -1388,25 +1305,11 @@ TEST(Primes, EveryModelFindsPiOfAMillion) {
 // Processes in process group `pgid` (the demo and its forked children), and how many are zombies.
 std::pair<int, int> group_processes(pid_t pgid) {
   int n = 0, zombies = 0;
-  DIR* d = ::opendir("/proc");
-  if (!d) return {0, 0};
-  while (auto* e = ::readdir(d)) {
-    if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string stat;
-    std::getline(in, stat);
-    auto rp = stat.rfind(')');
-    if (rp == std::string::npos) continue;
-    std::stringstream rest(stat.substr(rp + 2));
-    char state;
-    int ppid, pgrp;
-    rest >> state >> ppid >> pgrp;
-    if (pgrp == pgid) {
-      ++n;
-      if (state == 'Z') ++zombies;
-    }
+  for (auto& p : processes()) {
+    if (p.pgrp != pgid) continue;
+    ++n;
+    zombies += p.state == 'Z';
   }
-  ::closedir(d);
   return {n, zombies};
 }
 
