@@ -49,7 +49,10 @@ set ylabel "requests per server CPU-second"
 set format y "%.0s%c"
 set key outside right
 set grid
-plot for [i=0:*] "$tmp/models.dat" index i using 1:2 with linespoints lw 2 title columnheader(1)
+set yrange [0:*]
+# nine distinguishable colours (gnuplot's default cycle repeats after eight)
+colors = "#4b0082 #1b9e77 #56b4e9 #e69f00 #d4c20a #0072b2 #d55e00 #000000 #cc79a7"
+plot for [i=0:8] "$tmp/models.dat" index i using 1:2 with linespoints lw 2 pt (i % 7) + 1 lc rgb word(colors, i + 1) title columnheader(1)
 GP
   ;;
 offload)
