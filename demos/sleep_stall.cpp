@@ -13,11 +13,18 @@
 //   bypasses-libc         a library that sleeps with a raw system call (or statically linked libc, or
 //                         fiberio::patched::original::sleep) never reaches the shims: it stalls.
 //
-//   usage: sleep_stall
+// With --monitor MS (or FIBERIO_MONITOR_MS=MS in the environment) the blocking monitor is on
+// (fiberio/monitor.hpp): each stalled run is reported on stderr, naming the sleeping greenlet and
+// showing its native stack (sleep / nanosleep called from this file), and one more run, "cpu-loop",
+// computes fib(40) on the hub, which the monitor reports the same way.
+//
+//   usage: sleep_stall [--monitor MS]
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -33,10 +40,14 @@ unsigned (*bound_sleep)(unsigned) = nullptr;
 void init() { bound_sleep = &::sleep; }
 void nap() { bound_sleep(1); }
 // A library that talks to the kernel itself.
-void nap_raw() {
+[[gnu::noinline]] void nap_raw() {
   timespec ts{1, 0};
   ::syscall(SYS_nanosleep, &ts, nullptr);
+  asm volatile("" ::: "memory");  // keeps this frame (no tail call): the monitor's report shows it
 }
+// CPU work that never yields.
+[[gnu::noinline]] long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+volatile long sink;
 }  // namespace third_party
 
 namespace {
@@ -50,7 +61,7 @@ struct Run {
   std::function<void()> blocking_line;
 };
 
-std::vector<double> measure(const std::function<void()>& blocking_line) {
+std::vector<double> measure(const char* key, const std::function<void()>& blocking_line) {
   std::vector<double> max_gap(kTickers, 0.0);
   bool stop = false;
   std::vector<fiberio::Greenlet<void>> tickers;
@@ -68,6 +79,7 @@ std::vector<double> measure(const std::function<void()>& blocking_line) {
     fiberio::sleep(100ms);
     blocking_line();
   });
+  sleeper.set_name(std::string("sleeper(") + key + ")");  // the name the monitor's report gives
   sleeper.join();
   fiberio::sleep(200ms);
   stop = true;
@@ -77,11 +89,16 @@ std::vector<double> measure(const std::function<void()>& blocking_line) {
 
 }  // namespace
 
-int main(int argc, char**) {
-  if (argc > 1) {
-    std::fputs("usage: sleep_stall   (no arguments; takes about 7 s)\n", stderr);
+int main(int argc, char** argv) {
+  long monitor_ms = 0;
+  if (argc == 3 && std::strcmp(argv[1], "--monitor") == 0) monitor_ms = std::strtol(argv[2], nullptr, 10);
+  if (argc > 1 && monitor_ms <= 0) {
+    std::fputs("usage: sleep_stall [--monitor MS]   (takes about 7 s; --monitor reports each stall on stderr)\n", stderr);
     return 2;
   }
+  if (monitor_ms > 0) fiberio::enable_monitor(std::chrono::milliseconds(monitor_ms));
+  fiberio::ensure_hub();  // the first hub reads FIBERIO_MONITOR_MS
+  bool monitored = fiberio::monitor_enabled();
   // The library initialises before anything is patched, as an import would.
   fiberio::patched::disable();
   third_party::init();
@@ -99,6 +116,7 @@ int main(int argc, char**) {
       {"bound-before-patching", "saved=&::sleep before patching; saved(1)", [] { third_party::nap(); }},
       {"bypasses-libc", "syscall(SYS_nanosleep, 1 s)", [] { third_party::nap_raw(); }},
   };
+  if (monitored) runs.push_back({"cpu-loop", "fib(40) on the hub", [] { third_party::sink = third_party::fib(40); }});
 
   std::printf("sleep_stall: %d greenlets tick every %lld ms; another greenlet runs the blocking line.\n", kTickers,
               static_cast<long long>(kPeriod.count()));
@@ -107,7 +125,7 @@ int main(int argc, char**) {
   std::printf("%-22s %-42s %-30s %s\n", "run", "blocking line", "longest gap per ticker (ms)", "hub");
   std::fflush(stdout);
   for (auto& r : runs) {
-    auto gaps = measure(r.blocking_line);
+    auto gaps = measure(r.key, r.blocking_line);
     double worst = 0;
     std::string cells;
     for (double g : gaps) {
