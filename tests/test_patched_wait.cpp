@@ -294,7 +294,16 @@ TEST(PatchedWait, ResolverRunsOnThePoolWhileTheHubRuns) {
         return out;
       }));
     }
-    for (auto& g : gs) EXPECT_EQ(g.get(), "127.0.0.1:80 switched");
+    // Most fibers park until their resolver thread answers. One may find the answer ready when it
+    // starts waiting (a resolver thread runs at normal priority and /etc/hosts takes microseconds), so
+    // it never switches: that is fine. PatchedDns proves the hub runs during a slow lookup.
+    int switched = 0;
+    for (auto& g : gs) {
+      auto got = g.get();
+      switched += got.ends_with(" switched");
+      EXPECT_TRUE(got == "127.0.0.1:80" || got == "127.0.0.1:80 switched") << got;
+    }
+    EXPECT_GE(switched, kN / 2) << "the lookups did not run on another thread";
     // The other entry points.
     hostent* he = ::gethostbyname("localhost");
     ASSERT_NE(he, nullptr);
