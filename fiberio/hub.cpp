@@ -76,7 +76,7 @@ boost::fibers::context* Hub::pick_next() noexcept {
       busy_dispatch_ = due;
       if (due) since_dispatch_ = 0;
       finished_since_dispatch_ = 0;
-      count_switch(dispatcher_);
+      count_switch(nullptr);  // the dispatcher: never a greenlet, and freed before the hub at thread exit
       return std::exchange(dispatcher_, nullptr);
     }
   } else if (std::exchange(busy_dispatch_, false)) {

@@ -122,7 +122,8 @@ class Hub final : public boost::fibers::algo::algorithm {
 
   std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
   // For the blocking monitor (monitor.cpp), which samples them from its own thread: the fiber picked
-  // last (null until the first switch) and whether the hub waits in the poller (idle, not stalled).
+  // last (null until the first switch, and while Boost.Fiber's dispatcher runs: it is freed before the
+  // hub at thread exit, so no pointer to it is left here) and whether the hub waits in the poller.
   boost::fibers::context* running() const noexcept { return running_.load(std::memory_order_relaxed); }
   bool polling() const noexcept { return polling_.load(std::memory_order_relaxed); }
   void count_wait(WaitKind k, int delta) noexcept;

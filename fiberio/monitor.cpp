@@ -72,6 +72,7 @@ struct Monitor {
   std::chrono::milliseconds threshold{0};
   int signo = 0;
   StallHandler handler;
+  std::vector<StallReport> ended;  // stalls whose hub went away before the monitor saw them end
 };
 Monitor& M() {
   static Monitor* m = new Monitor;
@@ -82,10 +83,11 @@ Monitor& M() {
 struct Unwind {
   void** frames;
   int n;
+  int max;
 };
 _Unwind_Reason_Code collect(_Unwind_Context* ctx, void* arg) {
   auto* u = static_cast<Unwind*>(arg);
-  if (u->n >= kMaxFrames) return _URC_END_OF_STACK;
+  if (u->n >= u->max) return _URC_END_OF_STACK;
   auto ip = _Unwind_GetIP(ctx);
   if (!ip) return _URC_END_OF_STACK;
   u->frames[u->n++] = reinterpret_cast<void*>(ip);
@@ -97,7 +99,7 @@ void on_signal(int, siginfo_t*, void* uc) {
   Slot* s = t_slot;
   int asked = 1;
   if (s && s->capture.compare_exchange_strong(asked, 3, std::memory_order_acquire)) {
-    Unwind u{s->frames, 0};
+    Unwind u{s->frames, 0, kMaxFrames};
     _Unwind_Backtrace(collect, &u);
     s->nframes = u.n;
     s->interrupted_ip = static_cast<std::uintptr_t>(static_cast<ucontext_t*>(uc)->uc_mcontext.gregs[REG_RIP]);
@@ -243,16 +245,21 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
     r.syscall = st.nr;
     r.scanned = true;
     auto before = s.hub->switches();
-    if (auto* ctx = s.hub->running(); ctx && before == s.last_progress) {
-      if (auto* p = ctx->get_properties())
-        if (GreenletBase* gb = static_cast<detail::FiberState*>(p)->greenlet) {
-          in_greenlet = true;
-          r.greenlet_id = gb->id();
-          r.greenlet_name = gb->name();
-        }
+    if (before == s.last_progress) {
+      // Null: no switch yet (the main fiber), or the hub's own dispatcher (no greenlet). Any other
+      // context is the fiber running now: none is freed while it runs.
+      if (auto* ctx = s.hub->running()) {
+        if (auto* p = ctx->get_properties())
+          if (GreenletBase* gb = static_cast<detail::FiberState*>(p)->greenlet) {
+            in_greenlet = true;
+            r.greenlet_id = gb->id();
+            r.greenlet_name = gb->name();
+          }
+      } else if (before != 0) {
+        in_greenlet = true;
+        r.greenlet_name = "(none: the hub's own dispatcher)";
+      }
       known = s.hub->switches() == before;
-    } else if (!ctx) {
-      known = true;  // no switch yet: the main fiber
     }
     addrs = scan_stack(st);
   } else {
@@ -311,6 +318,7 @@ void run_monitor() {
       std::lock_guard cycle(m.cycle);
       {
         std::lock_guard lk(m.mu);
+        reports = std::exchange(m.ended, {});
         auto now = SteadyClock::now();
         for (Slot* s : m.slots) {
           auto progress = s->hub->switches();
@@ -337,7 +345,7 @@ void run_monitor() {
       }
       // Symbolized and delivered outside mu: hubs come and go meanwhile; fork() waits for `cycle`.
       for (auto& r : reports) {
-        if (r.kind == StallReport::Kind::Ended) r.thread_name = thread_name(r.thread_id);
+        if (r.kind == StallReport::Kind::Ended && r.thread_name.empty()) r.thread_name = thread_name(r.thread_id);
         deliver(r);
       }
     }
@@ -403,6 +411,7 @@ std::string StallReport::format() const {
                                 thread_id, thread_name, duration.count(), greenlet_name, greenlet_id);
   if (syscall >= 0) out += fmt::format(", blocked in system call {}", syscall);
   out += scanned ? "\n  its stack (read from the blocked thread; a stale frame may show):\n" : "\n  its stack:\n";
+  if (stack.empty()) out += "  (unavailable: the thread did not run the monitor's signal handler within 200 ms; is the signal blocked there?)\n";
   int i = 0;
   for (auto& f : stack) {
     out += fmt::format("  #{:<2} 0x{:012x} {}", i++, f.address, f.function.empty() ? "??" : f.function);
@@ -427,7 +436,7 @@ void enable_monitor(std::chrono::milliseconds threshold) {
     ::sigaction(m.signo, &sa, nullptr);
     // The unwinder's first call may allocate (it sets itself up): make it here, not in the handler.
     void* warm[4];
-    Unwind u{warm, 0};
+    Unwind u{warm, 0, 4};
     _Unwind_Backtrace(collect, &u);
     boost::stacktrace::frame(reinterpret_cast<boost::stacktrace::frame::native_frame_ptr_t>(&enable_monitor)).name();
   }
@@ -489,8 +498,23 @@ void monitor_hub_ended(Hub* hub) noexcept {
   std::lock_guard lk(M().mu);
   auto it = std::find_if(M().slots.begin(), M().slots.end(), [&](Slot* s) { return s->hub == hub; });
   if (it == M().slots.end()) return;
-  if (t_slot == *it) t_slot = nullptr;
-  delete *it;
+  Slot* s = *it;
+  if (s->reported && M().enabled) {
+    // The thread ends inside a reported stall: its "ended" line goes out with the next sample.
+    try {
+      StallReport end;
+      end.kind = StallReport::Kind::Ended;
+      end.thread_id = s->tid;
+      char name[32] = "";
+      ::pthread_getname_np(::pthread_self(), name, sizeof name);
+      end.thread_name = std::string(name) + ", exiting";
+      end.duration = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - s->since);
+      M().ended.push_back(std::move(end));
+    } catch (...) {
+    }
+  }
+  if (t_slot == s) t_slot = nullptr;
+  delete s;
   M().slots.erase(it);
 }
 }  // namespace detail

@@ -14,7 +14,9 @@
 //  * the thread runs user code (a CPU loop): the monitor sends it a real-time signal (the highest one
 //    between SIGRTMIN and SIGRTMAX still at SIG_DFL when the monitor is first enabled; see
 //    monitor_signal()); its handler stores only raw return addresses (_Unwind_Backtrace) and a weak
-//    reference to the running greenlet, and the monitor thread symbolizes them.
+//    reference to the running greenlet, and the monitor thread symbolizes them. (A thread that
+//    enters a sleep-like system call between the monitor's look and the signal's arrival sees that
+//    one call end early with EINTR: a window of microseconds, once per stall.)
 //  * the thread is blocked in a system call (/proc/self/task/TID/syscall names it): a signal would
 //    make that call fail with EINTR (nanosleep, poll, epoll_wait... are never restarted), so none is
 //    sent; the thread's stack is frozen, and the monitor reads it from the kernel's saved stack
