@@ -14,6 +14,7 @@
 #include "fiberio/monitor.hpp"
 #include "fiberio/pool.hpp"
 #include "fiberio/queue.hpp"
+#include "fiberio/select.hpp"
 #include "fiberio/stack.hpp"
 #include "fiberio/stream.hpp"
 #include "fiberio/sync.hpp"

@@ -1,4 +1,4 @@
-// wait() and iwait(): wait for any mix of greenlets, Events and AsyncResults, as gevent.wait/iwait.
+// wait() and iwait(): wait for any mix of greenlets, Events, AsyncResults and queues, as gevent.wait/iwait.
 //
 //   for (fiberio::Waitable w : fiberio::iwait({g1, g2, event, result}))   // as each becomes ready
 //     if (w.index() == 2) ...                                               // position in the input
@@ -8,6 +8,11 @@
 // that many; `timeout` (counted from the call) ends the wait early. An Event counts once even if it is
 // set again. Events and AsyncResults may be set from other threads; greenlets of other threads may be
 // waited for too (such waits never make the hub raise LoopExit).
+// A queue (any kind, or a Channel) is ready when a get_nowait() would not throw Empty: an item is
+// queued, a putter waits, or it is closed (then get_nowait() throws Closed once drained). Another
+// getter may still take the item first: get_nowait() after iwait() can throw Empty. To take an item
+// from whichever queue has one, atomically, use select() (select.hpp). Waits on queues alone count as
+// local for LoopExit, as Queue::get.
 // The objects must outlive the wait: an Event is held by reference (greenlets and AsyncResults are
 // shared handles, held by copy).
 #pragma once
@@ -22,6 +27,7 @@
 
 #include "fiberio/event.hpp"
 #include "fiberio/greenlet.hpp"
+#include "fiberio/queue.hpp"
 
 namespace fiberio {
 
@@ -37,13 +43,17 @@ struct WaitableModel {
 };
 }  // namespace detail
 
-// One object to wait for: a greenlet, an Event or an AsyncResult. Cheap to copy.
+// One object to wait for: a greenlet, an Event, an AsyncResult or a queue. Cheap to copy.
 class Waitable {
  public:
   Waitable(const GreenletRef& g);  // also any Greenlet<R>
   Waitable(Event& e);
   template <class T>
   Waitable(const AsyncResult<T>& r) : m_(std::make_shared<AsyncModel<T>>(r)) {}
+  // Any Queue, LifoQueue, PriorityQueue, JoinableQueue or Channel (held by reference: it must outlive
+  // the wait).
+  template <class T>
+  Waitable(detail::SelectableQueue<T>& q) : m_(std::make_shared<QueueModel<T>>(q)) {}
 
   bool ready() const { return m_->ready(); }
   // Its position in the objects given to wait()/iwait() (0 for one not obtained from them).
@@ -72,6 +82,32 @@ class Waitable {
     void unlink(detail::Links::Id id) const override { r.unlink(id); }
     bool external() const override { return true; }
     AsyncResult<T> r;
+  };
+  template <class T>
+  struct QueueModel final : detail::WaitableModel {
+    explicit QueueModel(detail::SelectableQueue<T>& queue) : q(&queue) {}
+    bool ready() const override {
+      detail::SpinLockGuard lk(q->select_lock());
+      return q->readable_locked();
+    }
+    // The callback runs with the queue's lock held (iwait's only takes its own lock).
+    detail::Links::Id rawlink(std::function<void()> cb) const override {
+      detail::Links::Id id;
+      bool now;
+      {
+        detail::SpinLockGuard lk(q->select_lock());
+        id = q->watch_locked(cb);
+        now = q->readable_locked();
+      }
+      if (now) cb();
+      return id;
+    }
+    void unlink(detail::Links::Id id) const override {
+      detail::SpinLockGuard lk(q->select_lock());
+      q->unwatch_locked(id);
+    }
+    bool external() const override { return false; }
+    detail::SelectableQueue<T>* q;
   };
   std::shared_ptr<const detail::WaitableModel> m_;
   std::size_t index_ = 0;

@@ -1,13 +1,17 @@
-// Queue, JoinableQueue, Channel: FIFO hand-off, Full/Empty, blocking, timeouts, kill safety, LoopExit.
+// Queue, JoinableQueue, Channel, LifoQueue, PriorityQueue: FIFO hand-off, Full/Empty, blocking, timeouts,
+// kill safety, LoopExit, close() and range-for.
 #include <fiberio/fiberio.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "watchdog.hpp"
@@ -477,4 +481,303 @@ TEST(Queue, DestroyedWhileFibersWaitEvictsThem) {
   }
   waiters.clear();
   EXPECT_EQ(fiberio::live_greenlets(), greenlets_before);
+}
+
+// ---- close(): end of stream ----
+
+namespace {
+// Runs op and returns the Closed exception's message, or a note that none came.
+template <class Op>
+std::string closed_message(Op&& op) {
+  try {
+    op();
+  } catch (const fiberio::Closed& e) {
+    return e.what();
+  }
+  return "(no fiberio::Closed)";
+}
+}  // namespace
+
+TEST(QueueClose, ReadersDrainThenGetClosedWritersGetClosedAtOnce) {
+  fiberio::Queue<int> q;
+  q.put(1);
+  q.put(2);
+  EXPECT_FALSE(q.closed());
+  q.close();
+  EXPECT_TRUE(q.closed());
+  q.close();  // a second close changes nothing
+  EXPECT_NE(closed_message([&] { q.put(3); }).find("fiberio::Queue::put(): the queue is closed"), std::string::npos);
+  EXPECT_NE(closed_message([&] { q.put_nowait(3); }).find("put_nowait()"), std::string::npos);
+  EXPECT_EQ(q.qsize(), 2u);  // the refused puts added nothing
+  EXPECT_EQ(q.peek(), 1);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_EQ(q.get_nowait(), 2);
+  // Drained: every read now ends the stream with Closed (not Empty), at once, even without a timeout.
+  auto t0 = Clock::now();
+  EXPECT_NE(closed_message([&] { q.get(); }).find("fiberio::Queue::get(): the queue is closed"), std::string::npos);
+  EXPECT_LT(Clock::now() - t0, 1s);
+  EXPECT_NE(closed_message([&] { q.get_nowait(); }).find("get_nowait()"), std::string::npos);
+  EXPECT_NE(closed_message([&] { q.get(10ms); }).find("get()"), std::string::npos);
+  EXPECT_NE(closed_message([&] { q.peek(); }).find("peek()"), std::string::npos);
+  EXPECT_NE(closed_message([&] { q.peek_nowait(); }).find("peek_nowait()"), std::string::npos);
+  // Closed is a std::runtime_error, and not a socket's ClosedError.
+  static_assert(std::is_base_of_v<std::runtime_error, fiberio::Closed>);
+  static_assert(!std::is_base_of_v<fiberio::ClosedError, fiberio::Closed>);
+}
+
+TEST(QueueClose, WakesEveryBlockedGetterPutterAndPeeker) {
+  FIBERIO_WATCHDOG(20);
+  auto greenlets_before = fiberio::live_greenlets();
+  fiberio::Queue<int> empty_q;
+  fiberio::Queue<int> full_q(1);
+  fiberio::Channel<int> ch_put, ch_get;
+  full_q.put(100);
+  std::vector<fiberio::Greenlet<std::string>> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.push_back(fiberio::spawn([&] { return closed_message([&] { empty_q.get(); }); }));
+    waiters.push_back(fiberio::spawn([&] { return closed_message([&] { full_q.put(1); }); }));
+    waiters.push_back(fiberio::spawn([&] { return closed_message([&] { ch_put.put(1); }); }));
+    waiters.push_back(fiberio::spawn([&] { return closed_message([&] { ch_get.get(); }); }));
+  }
+  waiters.push_back(fiberio::spawn([&] { return closed_message([&] { empty_q.peek(); }); }));
+  settle();
+  EXPECT_EQ(empty_q.getters(), 3u);
+  EXPECT_EQ(full_q.putters(), 3u);
+  EXPECT_EQ(ch_put.putters(), 3u);
+  EXPECT_EQ(ch_get.getters(), 3u);
+  for (auto& w : waiters) EXPECT_FALSE(w.ready());
+  empty_q.close();
+  full_q.close();
+  ch_put.close();
+  ch_get.close();
+  auto t0 = Clock::now();
+  fiberio::joinall(waiters, 5s);
+  EXPECT_LT(Clock::now() - t0, 1s);
+  for (auto& w : waiters) {
+    ASSERT_TRUE(w.ready());
+    EXPECT_NE(w.get().find("the queue is closed"), std::string::npos) << w.get();
+  }
+  EXPECT_EQ(empty_q.getters(), 0u);
+  EXPECT_EQ(full_q.putters(), 0u);
+  EXPECT_EQ(ch_put.balance(), 0);
+  EXPECT_EQ(ch_get.balance(), 0);
+  // The blocked putters' items were refused, not queued: only the one accepted before the close is left.
+  EXPECT_EQ(full_q.qsize(), 1u);
+  EXPECT_EQ(full_q.get(), 100);
+  EXPECT_THROW(full_q.get(), fiberio::Closed);
+  waiters.clear();
+  EXPECT_EQ(fiberio::live_greenlets(), greenlets_before);
+}
+
+// Another thread closes queues that fibers block on: plain threads blocked in get() and put() (their
+// main fibers), and this thread's main fiber. Each wakes on its own hub with Closed. (The blocked
+// fibers are main fibers.)
+TEST(QueueClose, CloseFromAnotherThreadWakesGettersAndPutters) {
+  FIBERIO_WATCHDOG(20);
+  fiberio::Queue<int> empty_q, mine;
+  fiberio::Queue<int> full_q(2);
+  full_q.put(1);
+  full_q.put(2);
+  std::string getter_msg, putter_msg;
+  std::thread getter([&] { getter_msg = closed_message([&] { empty_q.get(10s); }); });
+  std::thread putter([&] { putter_msg = closed_message([&] { full_q.put(3, 10s); }); });
+  auto give_up = Clock::now() + 5s;
+  while ((empty_q.getters() < 1 || full_q.putters() < 1) && Clock::now() < give_up) fiberio::sleep(1ms);
+  ASSERT_EQ(empty_q.getters(), 1u);
+  ASSERT_EQ(full_q.putters(), 1u);
+  auto t0 = Clock::now();
+  empty_q.close();  // this thread closes what the other threads block on
+  full_q.close();
+  getter.join();
+  putter.join();
+  EXPECT_LT(Clock::now() - t0, 2s);
+  EXPECT_NE(getter_msg.find("fiberio::Queue::get(): the queue is closed"), std::string::npos) << getter_msg;
+  EXPECT_NE(putter_msg.find("fiberio::Queue::put(): the queue is closed"), std::string::npos) << putter_msg;
+  EXPECT_EQ(full_q.get(), 1);
+  EXPECT_EQ(full_q.get(), 2);
+  EXPECT_THROW(full_q.get_nowait(), fiberio::Closed);
+  // And the other way round: another thread closes the queue this thread's main fiber blocks on.
+  std::thread closer([&] {
+    while (mine.getters() < 1) std::this_thread::sleep_for(1ms);
+    mine.close();
+  });
+  t0 = Clock::now();
+  EXPECT_NE(closed_message([&] { mine.get(10s); }).find("the queue is closed"), std::string::npos);
+  EXPECT_LT(Clock::now() - t0, 2s);
+  closer.join();
+}
+
+TEST(QueueClose, RangeForEndsAtClose) {
+  FIBERIO_WATCHDOG(20);
+  fiberio::Queue<int> q(3);
+  auto producer = fiberio::spawn([&] {
+    for (int i = 0; i < 10; ++i) {
+      q.put(i);
+      if (i % 3 == 0) fiberio::sleep(1ms);
+    }
+    q.close();
+  });
+  std::vector<int> got;
+  for (int v : q) got.push_back(v);
+  std::vector<int> want(10);
+  std::iota(want.begin(), want.end(), 0);
+  EXPECT_EQ(got, want);
+  producer.get();
+  // A Channel too, with move-only items.
+  fiberio::Channel<std::unique_ptr<int>> ch;
+  auto sender = fiberio::spawn([&] {
+    for (int i = 0; i < 5; ++i) ch.put(std::make_unique<int>(i));
+    ch.close();
+  });
+  int sum = 0, n = 0;
+  for (auto& p : ch) {
+    sum += *p;
+    ++n;
+  }
+  EXPECT_EQ(n, 5);
+  EXPECT_EQ(sum, 10);
+  sender.get();
+  // An already closed, empty queue: the loop body never runs.
+  for ([[maybe_unused]] int v : q) ADD_FAILURE() << "a closed, drained queue yielded an item";
+}
+
+// A thread produces and closes; the main fiber consumes with range-for: every item, in order, then the end.
+TEST(QueueClose, RangeForOverQueueFedAndClosedByAnotherThread) {
+  FIBERIO_WATCHDOG(30);
+  constexpr int kItems = 3000;
+  fiberio::Queue<int> q(16);
+  // Each hub runs a 1 ms ticker: a hub's busy-dispatch poll can swallow another thread's wake-up
+  // notice until its next timer (a hub.cpp bug reported with issue 12, part 4); the ticker bounds
+  // that stall at 1 ms. It also keeps this hub from raising LoopExit (queue waits count as local).
+  auto ticker = [] {
+    return fiberio::spawn([] {
+      for (;;) fiberio::sleep(1ms);
+    });
+  };
+  std::thread producer([&] {
+    auto tick = ticker();
+    for (int i = 0; i < kItems; ++i) q.put(i, 10s);
+    q.close();
+    tick.kill();
+  });
+  auto keepalive = ticker();
+  std::vector<int> got;
+  for (int v : q) got.push_back(v);
+  keepalive.kill();
+  producer.join();
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kItems));
+  for (int i = 0; i < kItems; ++i) ASSERT_EQ(got[i], i);
+}
+
+// Producers put until the queue closes, consumers drain it with range-for, kills and timeouts mixed
+// in: the items received are exactly the items whose put() returned, each once.
+TEST(QueueClose, NoItemLostOrDuplicatedAcrossClose) {
+  FIBERIO_WATCHDOG(30);
+  auto greenlets_before = fiberio::live_greenlets();
+  fiberio::Queue<int> q(4);
+  std::vector<int> accepted, received;
+  std::vector<fiberio::Greenlet<void>> producers, consumers;
+  for (int p = 0; p < 4; ++p)
+    producers.push_back(fiberio::spawn([&, p] {
+      for (int i = 0;; ++i) {
+        int item = p * 1000000 + i;
+        try {
+          q.put(item, std::chrono::microseconds(300 + 200 * p));
+          accepted.push_back(item);
+        } catch (const fiberio::Full&) {
+        } catch (const fiberio::Closed&) {
+          return;
+        }
+        if (i % 5 == 0) fiberio::sleep(100us);
+      }
+    }));
+  for (int c = 0; c < 3; ++c)
+    consumers.push_back(fiberio::spawn([&] {
+      for (int v : q) {
+        received.push_back(v);
+        if (v % 7 == 0) fiberio::sleep(50us);
+      }
+    }));
+  fiberio::sleep(30ms);
+  consumers[0].kill();  // one consumer dies mid-stream; its items so far count
+  fiberio::sleep(20ms);
+  q.close();
+  ASSERT_TRUE(fiberio::joinall(producers, 10s).size() == producers.size());
+  fiberio::joinall(consumers, 10s);
+  for (auto& c : consumers) EXPECT_TRUE(c.ready());
+  EXPECT_TRUE(q.empty());
+  std::sort(accepted.begin(), accepted.end());
+  std::sort(received.begin(), received.end());
+  EXPECT_GT(accepted.size(), 20u);
+  EXPECT_EQ(received, accepted);
+  producers.clear();
+  consumers.clear();
+  EXPECT_EQ(fiberio::live_greenlets(), greenlets_before);
+}
+
+// ---- LifoQueue, PriorityQueue ----
+
+TEST(LifoQueue, LastInFirstOut) {
+  fiberio::LifoQueue<int> q(3);
+  EXPECT_EQ(q.maxsize(), 3u);
+  for (int i = 1; i <= 3; ++i) q.put(i);
+  EXPECT_TRUE(q.full());
+  EXPECT_THROW(q.put_nowait(4), fiberio::Full);
+  EXPECT_EQ(q.peek(), 3);
+  EXPECT_EQ(q.get(), 3);
+  EXPECT_EQ(q.get(), 2);
+  q.put(5);
+  EXPECT_EQ(q.get(), 5);
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_THROW(q.get_nowait(), fiberio::Empty);
+  // A blocked putter's item goes in when room appears; a blocked getter is handed the next put.
+  for (int i = 1; i <= 3; ++i) q.put(i);
+  auto putter = fiberio::spawn([&] { q.put(9); });
+  settle();
+  EXPECT_EQ(q.get(), 3);  // room: 9 is pulled in and is now the newest
+  EXPECT_EQ(q.get(), 9);
+  putter.get();
+  EXPECT_EQ(q.get(), 2);
+  EXPECT_EQ(q.get(), 1);
+  auto getter = fiberio::spawn([&] { return q.get(); });
+  settle();
+  q.put(7);
+  EXPECT_EQ(getter.get(), 7);
+  q.put(8);
+  q.close();
+  std::vector<int> rest;
+  for (int v : q) rest.push_back(v);
+  EXPECT_EQ(rest, (std::vector<int>{8}));
+}
+
+TEST(PriorityQueue, SmallestFirstAndCustomOrder) {
+  fiberio::PriorityQueue<int> q;
+  for (int v : {5, 1, 4, 1, 9, 2, 6}) q.put(v);
+  EXPECT_EQ(q.peek(), 1);
+  std::vector<int> out;
+  while (!q.empty()) out.push_back(q.get());
+  EXPECT_EQ(out, (std::vector<int>{1, 1, 2, 4, 5, 6, 9}));
+
+  fiberio::PriorityQueue<std::pair<int, std::string>, std::greater<>> big_first(2);
+  big_first.put({1, "low"});
+  big_first.put({7, "high"});
+  auto putter = fiberio::spawn([&] { big_first.put({3, "mid"}); });  // blocks: maxsize 2
+  settle();
+  EXPECT_EQ(big_first.putters(), 1u);
+  EXPECT_EQ(big_first.get().second, "high");
+  EXPECT_EQ(big_first.get().second, "mid");
+  EXPECT_EQ(big_first.get().second, "low");
+  putter.get();
+
+  // A getter waiting for the first put, then close.
+  fiberio::PriorityQueue<int> pq;
+  auto getter = fiberio::spawn([&] { return pq.get(); });
+  settle();
+  pq.put(42);
+  EXPECT_EQ(getter.get(), 42);
+  for (int v : {3, 2, 1}) pq.put(v);
+  pq.close();
+  std::vector<int> drained;
+  for (int v : pq) drained.push_back(v);
+  EXPECT_EQ(drained, (std::vector<int>{1, 2, 3}));
 }
