@@ -83,7 +83,7 @@ boost::fibers::context* Hub::pick_next() noexcept {
     // Called by the dispatcher while fibers stay busy (an idle hub polls in suspend_until): look at
     // fds too, as Go's scheduler checks its netpoller, so I/O is never starved by CPU-bound yielding.
     // Only here: a fiber calling pick_next may be parked on an fd this poll would wake.
-    poll(0);
+    if (poll(0)) notice_pending_ = true;
   }
   if (ready_.empty()) return nullptr;
   auto* ctx = &ready_.front();
@@ -93,10 +93,10 @@ boost::fibers::context* Hub::pick_next() noexcept {
 }
 
 void Hub::suspend_until(std::chrono::steady_clock::time_point const& tp) noexcept {
+  if (std::exchange(notice_pending_, false)) return;  // a woken fiber waits to be spliced: go round
   if (tp == (std::chrono::steady_clock::time_point::max)()) {
     if (!shutting_down_ && fd_waiters_ == 0 && external_waiters_ == 0 && !notified_.load()) {
-      poll(0);
-      if (!ready_.empty()) return;
+      if (poll(0) || !ready_.empty()) return;  // a wake-up from another thread counts as progress
       raise_loop_exit();
       if (!ready_.empty()) return;
     }
@@ -122,12 +122,12 @@ void prefetch_frames(const Waiter* w) noexcept {
 }
 }  // namespace
 
-void Hub::poll(std::int64_t timeout_ns) noexcept {
+bool Hub::poll(std::int64_t timeout_ns) noexcept {
   events_.clear();
   polling_.store(true, std::memory_order_relaxed);
   poller_.wait(timeout_ns, events_);
   polling_.store(false, std::memory_order_relaxed);
-  notified_.store(false);
+  bool noticed = notified_.exchange(false);
   if (has_mail_.load(std::memory_order_acquire)) [[unlikely]] read_mail();
   for (auto& ev : events_)
     if (FdState* st = state_of(ev)) __builtin_prefetch(st);
@@ -147,6 +147,7 @@ void Hub::poll(std::int64_t timeout_ns) noexcept {
       st->writers.notify_all();
     }
   }
+  return noticed;
 }
 
 void Hub::raise_loop_exit() noexcept {

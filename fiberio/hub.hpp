@@ -135,7 +135,8 @@ class Hub final : public boost::fibers::algo::algorithm {
 
  private:
   static Hub& create();
-  void poll(std::int64_t timeout_ns) noexcept;
+  // Waits up to timeout_ns for fds; true if it consumed a wake-up another thread sent (notify()).
+  bool poll(std::int64_t timeout_ns) noexcept;
   FdState* state_of(const Poller::Ready& ev) const noexcept {
     FdState* st = known_fd(static_cast<int>(static_cast<std::uint32_t>(ev.token)));
     return st && st->generation == static_cast<std::uint32_t>(ev.token >> 32) ? st : nullptr;
@@ -177,6 +178,10 @@ class Hub final : public boost::fibers::algo::algorithm {
   boost::fibers::context* dispatcher_ = nullptr;
   std::uint32_t since_dispatch_ = 0;
   bool busy_dispatch_ = false;  // the dispatcher's turn came while fibers were ready: poll fds then
+  // The busy poll in pick_next consumed another thread's wake-up. The fiber it woke may still sit in
+  // Boost's remote-ready queue, which the dispatcher splices only before pick_next: the next
+  // suspend_until must return at once instead of sleeping on the notice already consumed.
+  bool notice_pending_ = false;
   std::uint32_t finished_since_dispatch_ = 0;  // their fibers await the dispatcher, which frees them
   bool shutting_down_ = false;
   // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.

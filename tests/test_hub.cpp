@@ -347,3 +347,39 @@ TEST(Hub, ALoneGreenletYieldingInALoopDoesNotStarveFdWaiters) {
     waiter.kill();
   }
 }
+
+// A wake-up from another thread must not be lost to the hub's busy poll. While fibers stay ready, the
+// dispatcher polls fds from pick_next; that poll also consumed the eventfd notice of a fiber another
+// thread had just woken, which sat in Boost's remote-ready queue (spliced only before pick_next), so
+// the hub went to sleep until its next timer: here the producers' 5 s put timeouts, a round that
+// takes milliseconds took seconds. Found by tests of select across threads (issue 12).
+TEST(Hub, AWakeUpFromAnotherThreadIsNotLostToTheBusyPoll) {
+  FIBERIO_WATCHDOG(120);
+  using namespace std::chrono_literals;
+  int slow_rounds = 0;
+  auto until = std::chrono::steady_clock::now() + 40s;
+  for (int round = 0; round < 300 && std::chrono::steady_clock::now() < until; ++round) {
+    constexpr int kItems = 2000;
+    fiberio::Queue<int> q(2);
+    std::vector<std::thread> consumers;
+    for (int t = 0; t < 2; ++t)
+      consumers.emplace_back([&] {
+        try {
+          while (q.get(5s) >= 0) {
+          }
+        } catch (const fiberio::Empty&) {
+        }
+      });
+    auto t0 = std::chrono::steady_clock::now();
+    auto even = fiberio::spawn([&] { for (int i = 0; i < kItems; i += 2) q.put(i, 5s); });
+    auto odd = fiberio::spawn([&] { for (int i = 1; i < kItems; i += 2) q.put(i, 5s); });
+    even.join();
+    odd.join();
+    q.put(-1, 5s);
+    q.put(-1, 5s);
+    for (auto& t : consumers) t.join();
+    if (std::chrono::steady_clock::now() - t0 > 1s) ++slow_rounds;
+    ASSERT_TRUE(even.successful() && odd.successful()) << "round " << round << ": a put timed out";
+  }
+  EXPECT_EQ(slow_rounds, 0) << "rounds that stalled for a second or more (a lost cross-thread wake-up)";
+}
