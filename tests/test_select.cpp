@@ -20,17 +20,6 @@ void settle(int rounds = 5) {
   for (int i = 0; i < rounds; ++i) fiberio::yield();
 }
 
-// Wakes its hub every millisecond while alive. The cross-thread tests run one on each hub: a hub's
-// busy-dispatch poll (hub.cpp, pick_next's poll(0)) can consume another thread's wake-up notice
-// without moving the woken fiber to the ready queue, and the hub then sleeps until its next timer
-// (reported with issue 12, part 4). With a ticker such a stall lasts 1 ms instead of a put's whole
-// timeout, so these tests check select's hand-offs, not that hub bug.
-struct Ticker {
-  fiberio::Greenlet<void> g = fiberio::spawn([] {
-    for (;;) fiberio::sleep(1ms);
-  });
-  ~Ticker() { g.kill(); }
-};
 }  // namespace
 
 TEST(Select, ReceiveReadyNowAndWhenPut) {
@@ -389,16 +378,13 @@ TEST(Select, ItemsFromAnotherThreadEachOnce) {
   fiberio::Queue<int> a(4);
   fiberio::Channel<int> ch;
   std::thread pa([&] {
-    Ticker ticker;
     for (int i = 0; i < kItems; ++i) a.put(i, 10s);
     a.close();
   });
   std::thread pc([&] {
-    Ticker ticker;
     for (int i = 0; i < kItems; ++i) ch.put(kItems + i, 10s);
     ch.close();
   });
-  Ticker ticker;
   std::vector<int> from_a, from_ch;
   fiberio::Recv ra(a), rc(ch);
   // A closed queue stays ready (its receive ends the stream every time), so it leaves the list, as a
@@ -438,7 +424,6 @@ TEST(Select, SelectsOnTwoOtherThreadsShareItems) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 2; ++t)
     threads.emplace_back([&, t] {
-      Ticker ticker;
       fiberio::Recv ra(a), rb(b);
       std::vector<fiberio::Recv<int>*> open{&ra, &rb};
       while (!open.empty()) {
@@ -456,10 +441,7 @@ TEST(Select, SelectsOnTwoOtherThreadsShareItems) {
         got[t].push_back(**open[*i]);
       }
     });
-  {
-    Ticker ticker;
-    for (int i = 0; i < kItems; ++i) (i % 2 ? b : a).put(i, 10s);
-  }
+  for (int i = 0; i < kItems; ++i) (i % 2 ? b : a).put(i, 10s);
   a.close();
   b.close();
   for (auto& t : threads) t.join();
