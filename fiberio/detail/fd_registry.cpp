@@ -60,8 +60,15 @@ HubDirectory& directory() {
 void after_fork_child_handler() noexcept { FdRegistry::instance().new_process(Hub::get()); }
 
 // The pid is known before any shim or fiber can run, so a vfork child (which shares this memory but
-// has its own pid) is never mistaken for the parent.
-[[gnu::constructor]] void at_load() { FdRegistry::instance().new_process(nullptr); }
+// has its own pid) is never mistaken for the parent. The fork handler is registered here too, not
+// when the first hub starts: a process that forks before it ever made a hub (a prefork server, a test
+// that forks its server first) would otherwise leave its child with the parent's pid, and every close
+// in that child would be taken for a vfork child's and not recorded, so a reused fd number kept the
+// closed fd's stale state and its waiter parked on an fd the poller no longer watched.
+[[gnu::constructor]] void at_load() {
+  FdRegistry::instance().new_process(nullptr);
+  ::pthread_atfork(nullptr, nullptr, after_fork_child_handler);
+}
 }  // namespace
 
 FdRegistry::Entry* FdRegistry::new_chunk(int fd) noexcept {
@@ -99,8 +106,6 @@ void FdRegistry::unwatch(int fd, Hub* hub) noexcept {
 }
 
 void FdRegistry::hub_started(Hub* hub) {
-  static std::once_flag fork_once;
-  std::call_once(fork_once, [] { ::pthread_atfork(nullptr, nullptr, after_fork_child_handler); });
   auto& d = directory();
   std::lock_guard lk(d.mu);
   d.hubs.push_back(hub);
