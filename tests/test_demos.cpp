@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child.hpp"
 #include "support/line_client.hpp"
 #include "support/ports.hpp"
 #include "watchdog.hpp"
@@ -102,11 +103,12 @@ class Proc {
 
   pid_t pid() const { return pid_; }
 
+  // What the demo wrote to stdout and stderr, without a sanitizer build's own notes.
   std::string output() const {
     std::ifstream in(out_path_);
     std::stringstream ss;
     ss << in.rdbuf();
-    return ss.str();
+    return fiberio_test::without_sanitizer_notes(ss.str());
   }
 
   // The port from the server's "listening on 127.0.0.1:PORT" line; fails the test after 10 s.
