@@ -379,7 +379,7 @@ struct ServerLifecycle : World {
     s.write_line("hello");
     s.flush();
     reply = s.read_line();
-    server.stop(20ms);  // the handler still reads: it is killed when the grace ends
+    server.stop(2ms);  // the handler still reads: it is killed when the grace ends
   }
   void check(bool finished) override {
     if (finished) {
