@@ -80,8 +80,27 @@ StackPool::~StackPool() {
 StackPool::SizeClass& StackPool::size_class(std::size_t stride) {
   for (auto& c : classes_)
     if (c.stride == stride) return c;
-  classes_.push_back(SizeClass{stride, {}, {}, {}});
+  classes_.push_back(SizeClass{stride, {}, {}});
   return classes_.back();
+}
+
+void* StackPool::FreeStacks::take() noexcept {
+  for (auto* list : {&hot, &fresh, &cold}) {
+    if (list->empty()) continue;
+    void* top = list->back();
+    list->pop_back();
+    return top;
+  }
+  return nullptr;
+}
+
+const StackPool::Slab* StackPool::slab_of(const void* addr) const noexcept {
+  auto a = reinterpret_cast<std::uintptr_t>(addr);
+  auto it = std::upper_bound(slabs_.begin(), slabs_.end(), a,
+                             [](std::uintptr_t v, const Slab& s) { return v < reinterpret_cast<std::uintptr_t>(s.base); });
+  if (it == slabs_.begin()) return nullptr;
+  const Slab& s = *--it;
+  return a < reinterpret_cast<std::uintptr_t>(s.base) + s.stride * s.count ? &s : nullptr;
 }
 
 void StackPool::add_slab(SizeClass& c) {
@@ -93,14 +112,23 @@ void StackPool::add_slab(SizeClass& c) {
   std::size_t budget = stack_options().guard_budget;
   bool guarded = g_guarded.fetch_add(kStacksPerSlab) + kStacksPerSlab <= budget;
   if (!guarded) g_guarded.fetch_sub(kStacksPerSlab);
-  c.fresh.reserve(c.fresh.size() + kStacksPerSlab);
-  slabs_.reserve(slabs_.size() + 1);
+  FreeStacks& free = guarded ? c.guarded : c.unguarded;
+  free.fresh.reserve(free.fresh.size() + kStacksPerSlab);
+  Slab slab{base, c.stride, kStacksPerSlab, guarded};
+  try {
+    slabs_.insert(std::upper_bound(slabs_.begin(), slabs_.end(), slab,
+                                   [](const Slab& a, const Slab& b) { return a.base < b.base; }),
+                  slab);
+  } catch (...) {
+    ::munmap(p, bytes);
+    if (guarded) g_guarded.fetch_sub(kStacksPerSlab);
+    throw;
+  }
   for (std::size_t i = kStacksPerSlab; i-- > 0;) {
     char* lo = base + i * c.stride;
     if (guarded) ::mprotect(lo, guard_bytes(), PROT_NONE);
-    c.fresh.push_back(lo + c.stride);
+    free.fresh.push_back(lo + c.stride);
   }
-  slabs_.push_back({base, c.stride, kStacksPerSlab, guarded});
   mapped_ += bytes;
 }
 
@@ -109,21 +137,14 @@ boost::context::stack_context StackPool::allocate() {
   SizeClass& c = size_class(stride);
   // Room, now, for every live stack to come back: deallocate() runs where nothing may throw and,
   // short of memory, must still not lose the stack (a kill under memory pressure frees stacks).
-  if (std::size_t need = c.hot.size() + live_ + 1; c.hot.capacity() < need) c.hot.reserve(std::max(need, 2 * c.hot.capacity()));
-  void* top;
-  if (!c.hot.empty()) {
-    top = c.hot.back();
-    c.hot.pop_back();
-  } else if (!c.fresh.empty()) {
-    top = c.fresh.back();
-    c.fresh.pop_back();
-  } else if (!c.cold.empty()) {
-    top = c.cold.back();
-    c.cold.pop_back();
-  } else {
+  for (auto* hot : {&c.guarded.hot, &c.unguarded.hot})
+    if (std::size_t need = hot->size() + live_ + 1; hot->capacity() < need) hot->reserve(std::max(need, 2 * hot->capacity()));
+  void* top = c.guarded.take();
+  if (!top) top = c.unguarded.take();
+  if (!top) {
     add_slab(c);
-    top = c.fresh.back();
-    c.fresh.pop_back();
+    top = c.guarded.take();
+    if (!top) top = c.unguarded.take();
   }
   ++live_;
   boost::context::stack_context sc;
@@ -141,18 +162,20 @@ void StackPool::deallocate(boost::context::stack_context& sc) noexcept {
 #endif
   try {
     SizeClass& c = size_class(sc.size + guard_bytes());
-    c.hot.push_back(sc.sp);
+    const Slab* slab = slab_of(static_cast<char*>(sc.sp) - 1);
+    FreeStacks& free = slab && slab->guarded ? c.guarded : c.unguarded;
+    free.hot.push_back(sc.sp);
     std::size_t cap = g_hot_cache.load(std::memory_order_relaxed);
-    if (c.hot.size() >= cap + kTrimBatch) trim(c, c.hot.size() - cap);
+    if (free.hot.size() >= cap + kTrimBatch) trim(c, free, free.hot.size() - cap);
   } catch (...) {
     // Out of memory for the free list: the stack's range is leaked, never reused while in use.
   }
 }
 
-void StackPool::trim(SizeClass& c, std::size_t n) {
+void StackPool::trim(SizeClass& c, FreeStacks& f, std::size_t n) {
   // The n least recently freed (the front of the LIFO list) are the least likely to be reused soon.
-  std::vector<void*> victims(c.hot.begin(), c.hot.begin() + static_cast<std::ptrdiff_t>(n));
-  c.hot.erase(c.hot.begin(), c.hot.begin() + static_cast<std::ptrdiff_t>(n));
+  std::vector<void*> victims(f.hot.begin(), f.hot.begin() + static_cast<std::ptrdiff_t>(n));
+  f.hot.erase(f.hot.begin(), f.hot.begin() + static_cast<std::ptrdiff_t>(n));
   std::sort(victims.begin(), victims.end());
   // Stacks one stride apart are contiguous and fully mapped (guard pages included), so a run of them
   // — typically whole slabs after a burst — costs one madvise and one TLB flush, not one per stack.
@@ -166,17 +189,13 @@ void StackPool::trim(SizeClass& c, std::size_t n) {
     ::madvise(lo, static_cast<std::size_t>(hi - lo), MADV_DONTNEED);
     i = j;
   }
-  c.cold.insert(c.cold.end(), victims.begin(), victims.end());
+  f.cold.insert(f.cold.end(), victims.begin(), victims.end());
 }
 
 bool StackPool::is_guard_page(const void* addr) const noexcept {
-  auto a = reinterpret_cast<std::uintptr_t>(addr);
-  for (const auto& s : slabs_) {
-    auto b = reinterpret_cast<std::uintptr_t>(s.base);
-    if (!s.guarded || a < b || a >= b + s.stride * s.count) continue;
-    return (a - b) % s.stride < guard_bytes();
-  }
-  return false;
+  const Slab* s = slab_of(addr);
+  if (!s || !s->guarded) return false;
+  return static_cast<std::size_t>(static_cast<const char*>(addr) - s->base) % s->stride < guard_bytes();
 }
 
 namespace {

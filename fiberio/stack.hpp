@@ -8,8 +8,11 @@
 //   (fiberio's own build uses it; see README.md). Each guard splits a mapping in two, and
 //   Linux's default vm.max_map_count is 65,530, so only the first `guard_budget` stacks of the process
 //   get a guard (default 16,384 ≈ 33k mappings); stacks beyond the budget are unguarded: an overflow
-//   there corrupts memory silently, as in any runtime without guards. Raise the budget (and
-//   vm.max_map_count) or the stack size if you run that many deep fibers.
+//   there corrupts memory silently, as in any runtime without guards. A free guarded stack is always
+//   handed out before an unguarded one, so every fiber has a guard while no more than the budget are
+//   live at once — also after a burst of more (before, LIFO reuse handed unguarded stacks of the burst
+//   to later fibers). Raise the budget (and vm.max_map_count) or the stack size if you run that many
+//   deep fibers at once.
 // * Only pages a fiber touched are resident. Up to `hot_cache` freed stacks stay resident for reuse;
 //   beyond that, the least recently freed are given back to the kernel (MADV_DONTNEED, in batches of
 //   1024, neighbouring stacks in one call) but keep their address range. Reusing a given-back stack
@@ -59,18 +62,24 @@ class StackPool {
     std::size_t count;
     bool guarded;
   };
-  // Free stacks of one size. After set_stack_options changes the size, new fibers get stacks of the
-  // new size, while stacks of the old size still return to their own class (and serve that size
-  // again if it comes back).
-  struct SizeClass {
-    std::size_t stride;         // stack size + guard region
+  struct FreeStacks {
     std::vector<void*> hot;     // freed stack tops, resident
     std::vector<void*> cold;    // freed stack tops, pages returned to the kernel
     std::vector<void*> fresh;   // never used
+    void* take() noexcept;      // hot first (resident), then fresh, then cold; null if none
+  };
+  // Free stacks of one size, guarded ones apart so that they are handed out first. After
+  // set_stack_options changes the size, new fibers get stacks of the new size, while stacks of the
+  // old size still return to their own class (and serve that size again if it comes back).
+  struct SizeClass {
+    std::size_t stride;  // stack size + guard region
+    FreeStacks guarded, unguarded;
   };
   SizeClass& size_class(std::size_t stride);
   void add_slab(SizeClass& c);
-  void trim(SizeClass& c, std::size_t n);
+  void trim(SizeClass& c, FreeStacks& f, std::size_t n);
+  // The slab holding addr (slabs_ is sorted by address), or null.
+  const Slab* slab_of(const void* addr) const noexcept;
   std::vector<Slab> slabs_;
   std::vector<SizeClass> classes_;  // almost always exactly one
   std::size_t live_ = 0;

@@ -100,3 +100,27 @@ TEST(StackOverflow, LargeFrameCannotJumpTheGuardIntoANeighbour) {
   EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
   EXPECT_NE(res.err.find("fiber stack overflow"), std::string::npos) << res.describe();
 }
+
+// After a burst of more live fibers than the guard budget, the stacks of the burst are all free; a
+// later fiber must get a guarded one. Before, the free list was one LIFO: the last fiber of the burst
+// to finish (unguarded, beyond the budget) gave the next fiber its stack, and that fiber's overflow
+// ran into its neighbour with no message (the guard budget is process-wide, so any program that once
+// had a burst of 16,384 fibers lost its guards for good).
+TEST(StackOverflow, AfterABurstBeyondTheGuardBudgetNewFibersGetAGuardedStack) {
+  auto res = run_child([] {
+    auto o = fiberio::stack_options();
+    o.guard_budget = 32;  // two slabs
+    fiberio::set_stack_options(o);
+    fiberio::Event go;
+    std::vector<fiberio::Greenlet<void>> burst;
+    for (int i = 0; i < 128; ++i) burst.push_back(fiberio::spawn([&go] { go.wait(); }));
+    fiberio::yield();
+    go.set();
+    fiberio::joinall(burst);  // the last to finish: beyond the budget
+    auto g = fiberio::spawn([] { return recurse(0); });
+    return g.get() == 42 ? 0 : 1;
+  });
+  EXPECT_FALSE(res.timed_out);
+  EXPECT_TRUE(WIFSIGNALED(res.status)) << res.describe();
+  EXPECT_NE(res.err.find("fiber stack overflow"), std::string::npos) << res.describe();
+}
