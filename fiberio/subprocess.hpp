@@ -72,16 +72,17 @@ struct Redirect {
 };
 
 struct Options {
-  Redirect in, out, err;
+  // (Every member has an initializer, so designated initializers may leave any out without warnings.)
+  Redirect in{}, out{}, err{};
   // The child's whole environment ("NAME=value" each); unset: this process's environment.
-  std::optional<std::vector<std::string>> env;
+  std::optional<std::vector<std::string>> env{};
   // The child's working directory; unset: this process's.
-  std::optional<std::string> cwd;
+  std::optional<std::string> cwd{};
   // ---- run() only (a Popen given any of these throws std::invalid_argument) ----
   // Written to the child's stdin, which then closes (in becomes Pipe if it was Inherit).
-  std::optional<std::string> input;
+  std::optional<std::string> input{};
   // For the whole run: then the child is killed and reaped, and TimeoutExpired is thrown.
-  OptDuration timeout;
+  OptDuration timeout{};
   // A nonzero returncode throws CalledProcessError.
   bool check = false;
 };
