@@ -6,11 +6,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -398,5 +400,43 @@ TEST(Subprocess, TwoFibersWaitingOnOneChildBothGetItsStatus) {
     EXPECT_EQ(a.get(), 5);
     EXPECT_EQ(b.get(), 5);
   }
+  leaks.check();
+}
+
+TEST(Subprocess, WithoutAPidfdWaitPollsAndStillYields) {
+  FIBERIO_WATCHDOG(30);
+  NoLeaks leaks;
+  // With RLIMIT_NOFILE at the lowest free fd number, pidfd_open fails (EMFILE): the Popen takes the
+  // path it takes where pidfd_open does not exist (ENOSYS), polling waitpid(WNOHANG).
+  pid_t pid_destroyed;
+  {
+    rlimit saved{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest_free = ::dup(0);
+    ASSERT_GE(lowest_free, 0);
+    ::close(lowest_free);
+    std::size_t fds_before = fiberio_test::count_fds();
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+    auto p = std::make_unique<sp::Popen>(std::vector<std::string>{"sh", "-c", "sleep 0.2; exit 6"});
+    auto q = std::make_unique<sp::Popen>(std::vector<std::string>{"/bin/sleep", "10"});
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+    EXPECT_EQ(fiberio_test::count_fds(), fds_before) << "no pidfd could be made";
+    int ticks = 0;
+    auto ticker = fiberio::spawn([&] {
+      for (;;) {
+        fiberio::sleep(5ms);
+        ++ticks;
+      }
+    });
+    EXPECT_THROW(p->wait(50ms), sp::TimeoutExpired);
+    EXPECT_EQ(p->wait(), 6);
+    EXPECT_GE(ticks, 10) << "the polling wait parked";
+    ticker.kill();
+    pid_destroyed = q->pid();
+    q.reset();  // still running: killed with kill(2) and reaped by polling
+  }
+  EXPECT_TRUE(reaped(pid_destroyed));
   leaks.check();
 }
