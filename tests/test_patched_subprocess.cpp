@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "support/children.hpp"
 #include "support/patched.hpp"
 #include "watchdog.hpp"
 
@@ -23,19 +24,6 @@ pid_t spawn(std::vector<std::string> argv) {
   int rc = ::posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "posix_spawnp " + argv[0]);
   return pid;
-}
-
-std::set<pid_t> children() {
-  std::set<pid_t> out;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
-      for (pid_t p; f >> p;) out.insert(p);
-    }
-    ::closedir(d);
-  }
-  return out;
 }
 
 bool sigint_ignored() {

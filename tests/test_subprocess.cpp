@@ -19,37 +19,19 @@
 #include <vector>
 
 #include "support/leak_check.hpp"
+#include "support/children.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
 namespace sp = fiberio::subprocess;
 using fiberio::Clock;
+using fiberio_test::children;
 using fiberio_test::LeakCheck;
+using fiberio_test::reaped;
 
 namespace {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// This process's children, running or zombie (every thread's, from /proc).
-std::set<pid_t> children() {
-  std::set<pid_t> out;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
-      for (pid_t p; f >> p;) out.insert(p);
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
-// pid is gone: not a child of ours any more, not even a zombie.
-bool reaped(pid_t pid) {
-  int st;
-  errno = 0;
-  return ::waitpid(pid, &st, WNOHANG) == -1 && errno == ECHILD && !children().count(pid);
-}
 
 // Leaks of fds and greenlets (LeakCheck) and of children.
 class NoLeaks {
