@@ -14,7 +14,7 @@
 // * system(): as glibc 2.36's, /bin/sh -c COMMAND started with posix_spawn; while it runs SIGINT and
 //   SIGQUIT are ignored (process-wide, counted across concurrent calls, restored by the last one) and
 //   SIGCHLD is blocked on the calling thread (counted per thread: fibers of one thread share its
-//   mask); the shell gets the caller's original mask and SIGINT/SIGQUIT at their default unless they
+//   mask, except under the sanitizer builds' ucontext backend, where each fiber has its own); the shell gets the caller's original mask and SIGINT/SIGQUIT at their default unless they
 //   were ignored. A shell that cannot start gives status 127 with errno set; system(NULL) says
 //   whether a shell runs. Different from libc: a killed caller (ECANCELED) first SIGKILLs and reaps
 //   the shell (no zombie); what the shell started in the background is not touched.
@@ -135,13 +135,20 @@ int wait_own_child(pid_t pid) {
 std::mutex g_system_mu;
 int g_system_calls = 0;
 struct sigaction g_saved_int, g_saved_quit;
+// SIGCHLD is blocked per thread, so fibers of one thread count their calls and the last one unblocks
+// it. Under Boost.Context's ucontext backend (the sanitizer builds), swapcontext gives every fiber its
+// own signal mask instead: each call then blocks and restores its own.
+#ifdef BOOST_USE_UCONTEXT
+constexpr bool kMaskPerFiber = true;
+#else
+constexpr bool kMaskPerFiber = false;
+#endif
 thread_local int t_chld_blocks = 0;
-thread_local bool t_chld_was_blocked = false;
 thread_local sigset_t t_caller_mask;
 
 struct SystemSignals {
   struct sigaction old_int, old_quit;
-  sigset_t child_mask;
+  sigset_t child_mask;  // the caller's mask before any system() of its thread (fiber) blocked SIGCHLD
   SystemSignals() {
     std::lock_guard lk(g_system_mu);
     if (g_system_calls++ == 0) {
@@ -153,29 +160,32 @@ struct SystemSignals {
     }
     old_int = g_saved_int;
     old_quit = g_saved_quit;
-    if (t_chld_blocks++ == 0) {
-      sigset_t chld;
-      ::sigemptyset(&chld);
-      ::sigaddset(&chld, SIGCHLD);
-      ::pthread_sigmask(SIG_BLOCK, &chld, &t_caller_mask);
-      t_chld_was_blocked = ::sigismember(&t_caller_mask, SIGCHLD);
+    if (kMaskPerFiber) {
+      ::pthread_sigmask(SIG_BLOCK, &chld(), &child_mask);
+      return;
     }
+    if (t_chld_blocks++ == 0) ::pthread_sigmask(SIG_BLOCK, &chld(), &t_caller_mask);
     child_mask = t_caller_mask;
   }
   ~SystemSignals() {
     int saved = errno;
-    if (--t_chld_blocks == 0 && !t_chld_was_blocked) {
-      sigset_t chld;
-      ::sigemptyset(&chld);
-      ::sigaddset(&chld, SIGCHLD);
-      ::pthread_sigmask(SIG_UNBLOCK, &chld, nullptr);
-    }
+    if ((kMaskPerFiber || --t_chld_blocks == 0) && !::sigismember(&child_mask, SIGCHLD))
+      ::pthread_sigmask(SIG_UNBLOCK, &chld(), nullptr);
     std::lock_guard lk(g_system_mu);
     if (--g_system_calls == 0) {
       ::sigaction(SIGINT, &g_saved_int, nullptr);
       ::sigaction(SIGQUIT, &g_saved_quit, nullptr);
     }
     errno = saved;
+  }
+  static const sigset_t& chld() {
+    static const sigset_t set = [] {
+      sigset_t s;
+      ::sigemptyset(&s);
+      ::sigaddset(&s, SIGCHLD);
+      return s;
+    }();
+    return set;
   }
 };
 
