@@ -253,6 +253,9 @@ TEST(Subprocess, AProgramThatCannotRunThrowsNamingItAndItsErrno) {
     }
   };
   expect_error({"fiberio-no-such-program"}, ENOENT, "'fiberio-no-such-program'");  // PATH search
+  // The pipes made for it are closed again (NoLeaks counts fds).
+  expect_error({"fiberio-no-such-program"}, ENOENT, "'fiberio-no-such-program'",
+               {.in = sp::Stdio::Pipe, .out = sp::Stdio::Pipe, .err = sp::Stdio::Pipe});
   expect_error({"/nonexistent/dir/prog"}, ENOENT, "/nonexistent/dir/prog");
   expect_error({"/etc/passwd"}, EACCES, "/etc/passwd");                            // not executable
   expect_error({"/bin/true"}, ENOENT, "'/nonexistent-cwd'", {.cwd = "/nonexistent-cwd"});
