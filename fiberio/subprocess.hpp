@@ -23,8 +23,9 @@
 //   to this process (the signal is blocked and consumed around that write).
 // * Waiting for the exit is a wait on a pidfd (pidfd_open, Linux 5.3) in the hub's poller, so 50
 //   children in 50 greenlets wait side by side; signals (kill, terminate) go through the pidfd too,
-//   never to a recycled pid. Only if pidfd_open is not available does wait() poll waitpid(WNOHANG)
-//   with sleeps of 1 to 20 ms.
+//   never to a recycled pid. Only if pidfd_open fails (ENOSYS before Linux 5.3, or EMFILE: the child
+//   already runs, so it is not an error) does wait() poll waitpid(WNOHANG) with sleeps of 1 to 20 ms,
+//   and signals go through kill(2) (safe too: the pid stays ours until we reap it).
 // * Destruction (RAII, like std::jthread and Go's exec.CommandContext, unlike Python's Popen which
 //   leaves the child running and only warns): a Popen whose child has not been reaped kills it
 //   (SIGKILL) and reaps it, so no child and no zombie outlives the object. The reap waits
