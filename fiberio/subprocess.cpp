@@ -280,7 +280,9 @@ void Popen::set_status(int status) noexcept {
 }
 
 bool Popen::try_reap() {
-  if (returncode_ || pid_ < 0) return true;
+  if (returncode_) return true;
+  if (pid_ < 0)  // moved from, or its child was reaped elsewhere (thrown once already)
+    throw_errno(ECHILD, fmt::format("fiberio::subprocess::Popen({}): no child to wait for", describe_argv(argv_)));
   int status = 0;
   pid_t r;
   do r = ::waitpid(pid_, &status, WNOHANG);

@@ -234,6 +234,8 @@ TEST(Subprocess, DestroyingARunningPopenKillsAndReapsIt) {
     sp::Popen b(std::move(a));
     EXPECT_EQ(a.pid(), -1);
     EXPECT_EQ(b.pid(), pid);
+    EXPECT_THROW(a.wait(), std::system_error);  // nothing to wait for, never a bogus status
+    EXPECT_THROW(a.poll(), std::system_error);
   }
   EXPECT_TRUE(reaped(pid));
   leaks.check();
@@ -423,5 +425,24 @@ TEST(Subprocess, WithoutAPidfdWaitPollsAndStillYields) {
     q.reset();  // still running: killed with kill(2) and reaped by polling
   }
   EXPECT_TRUE(reaped(pid_destroyed));
+  leaks.check();
+}
+
+TEST(Subprocess, AChildReapedBehindThePopensBackIsAnErrorNotAStatus) {
+  FIBERIO_WATCHDOG(30);
+  NoLeaks leaks;
+  {
+    sp::Popen p({"sh", "-c", "exit 3"});
+    int st;
+    ASSERT_EQ(::waitpid(p.pid(), &st, 0), p.pid());  // someone else's waitpid took the status
+    try {
+      p.wait();
+      ADD_FAILURE() << "a status that was never seen";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code().value(), ECHILD) << e.what();
+    }
+    EXPECT_THROW(p.poll(), std::system_error);
+    EXPECT_FALSE(p.returncode());
+  }  // the destructor signals nothing: the pid is no longer ours
   leaks.check();
 }
