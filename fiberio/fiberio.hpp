@@ -17,6 +17,7 @@
 #include "fiberio/select.hpp"
 #include "fiberio/stack.hpp"
 #include "fiberio/stream.hpp"
+#include "fiberio/subprocess.hpp"
 #include "fiberio/sync.hpp"
 #include "fiberio/threadpool.hpp"
 #include "fiberio/time.hpp"

@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 
 namespace fiberio::patched::original {
@@ -58,6 +60,13 @@ int epoll_pwait(int epfd, epoll_event* events, int max, int timeout_ms, const si
 int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout, const sigset_t* mask) noexcept;
 int fclose(FILE* f) noexcept;
 FILE* fdopen(int fd, const char* mode) noexcept;
+// Child processes. system, popen and pclose have no system call to fall back on (ENOSYS).
+pid_t waitpid(pid_t pid, int* status, int options) noexcept;
+pid_t wait4(pid_t pid, int* status, int options, rusage* usage) noexcept;
+int waitid(idtype_t idtype, id_t id, siginfo_t* info, int options) noexcept;
+int system(const char* command) noexcept;
+FILE* popen(const char* command, const char* mode) noexcept;
+int pclose(FILE* f) noexcept;
 // The resolver has no system call to fall back on: without libc's they fail (EAI_SYSTEM / ENOSYS).
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) noexcept;
 int getnameinfo(const sockaddr* addr, socklen_t len, char* host, socklen_t hostlen, char* serv,

@@ -22,7 +22,9 @@ constexpr std::string_view kFunctions[] = {
     "fcntl64",       "ioctl",          "setsockopt",      "getsockopt",       "dup",         "dup2",
     "dup3",          "pipe",           "pipe2",           "getaddrinfo",      "getnameinfo", "gethostbyname",
     "gethostbyname2", "gethostbyname_r", "gethostbyname2_r", "__read_chk",    "__recv_chk",  "__recvfrom_chk",
-    "__poll_chk",    "__ppoll_chk"};
+    "__poll_chk",    "__ppoll_chk",
+    "waitpid",       "wait",           "wait3",           "wait4",            "waitid",      "system",
+    "popen",         "pclose"};
 
 // Where this library is loaded: a symbol resolved into it is one of our shims.
 const void* own_base() noexcept {

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -266,6 +267,45 @@ int fclose(FILE* f) noexcept {
   if (next_fclose) return next_fclose(f);
   errno = ENOSYS;
   return EOF;
+}
+
+pid_t waitpid(pid_t pid, int* status, int options) noexcept {
+  FIBERIO_NEXT(waitpid);
+  return next_waitpid ? next_waitpid(pid, status, options)
+                      : static_cast<pid_t>(::syscall(SYS_wait4, pid, status, options, nullptr));
+}
+
+pid_t wait4(pid_t pid, int* status, int options, rusage* usage) noexcept {
+  FIBERIO_NEXT(wait4);
+  return next_wait4 ? next_wait4(pid, status, options, usage)
+                    : static_cast<pid_t>(::syscall(SYS_wait4, pid, status, options, usage));
+}
+
+int waitid(idtype_t idtype, id_t id, siginfo_t* info, int options) noexcept {
+  FIBERIO_NEXT(waitid);
+  return next_waitid ? next_waitid(idtype, id, info, options)
+                     : static_cast<int>(::syscall(SYS_waitid, idtype, id, info, options, nullptr));
+}
+
+int system(const char* command) noexcept {
+  FIBERIO_NEXT(system);
+  if (next_system) return next_system(command);
+  errno = ENOSYS;
+  return -1;
+}
+
+FILE* popen(const char* command, const char* mode) noexcept {
+  FIBERIO_NEXT(popen);
+  if (next_popen) return next_popen(command, mode);
+  errno = ENOSYS;
+  return nullptr;
+}
+
+int pclose(FILE* f) noexcept {
+  FIBERIO_NEXT(pclose);
+  if (next_pclose) return next_pclose(f);
+  errno = ENOSYS;
+  return -1;
 }
 
 int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) noexcept {

@@ -7,7 +7,8 @@
 // like a blocking read(), and any other caller gets exactly libc's blocking call. fileno() still
 // answers the fd (glibc's cookie FILE keeps it in _fileno, which its cookie I/O never uses).
 // Regular files, ttys, and every fdopen on a thread without a hub are libc's own FILEs, untouched.
-// Not covered: FILEs libc opens itself (popen, fopen of a FIFO path) and stdin/stdout/stderr.
+// Not covered: FILEs libc opens itself (fopen of a FIFO path) and stdin/stdout/stderr. popen() in a
+// fiber makes its FILE the same way (shims_process.cpp).
 #undef _FORTIFY_SOURCE
 #include <errno.h>
 #include <fcntl.h>
