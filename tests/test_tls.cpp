@@ -4,7 +4,6 @@
 // timeouts, close_notify vs. truncation, and kills at every suspension point.
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
-#include <sys/resource.h>
 
 #include <fiberio/fiberio.hpp>
 #include <fiberio/tls.hpp>
@@ -12,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 
+#include <csignal>
 #include <exception>
 #include <thread>
 
@@ -31,8 +31,22 @@ using fiberio::TlsSocket;
 
 namespace {
 
-#define REQUIRE_PKI(pki) \
-  if (!(pki).ok) GTEST_SKIP() << (pki).why
+// One throwaway PKI for the whole suite (making one takes a few openssl runs).
+class Tls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_ = new TestPki; }
+  static void TearDownTestSuite() {
+    delete shared_;
+    shared_ = nullptr;
+  }
+  void SetUp() override {
+    if (!pki.ok) GTEST_SKIP() << pki.why;
+  }
+  const TestPki& pki = *shared_;
+
+ private:
+  static inline TestPki* shared_ = nullptr;
+};
 
 // A client context trusting only the test CA.
 TlsContext test_client(const TestPki& pki) {
@@ -70,10 +84,8 @@ bool run_tool(Process& p, int& status, std::chrono::milliseconds budget = 15000m
 
 }  // namespace
 
-TEST(Tls, ServerAnswersOpensslSClientWithSniAndAlpn) {
+TEST_F(Tls, ServerAnswersOpensslSClientWithSniAndAlpn) {
   FIBERIO_WATCHDOG(60);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     auto sctx = TlsContext::server(pki.server_cert, pki.server_key);
@@ -96,10 +108,8 @@ TEST(Tls, ServerAnswersOpensslSClientWithSniAndAlpn) {
   leaks.check();
 }
 
-TEST(Tls, ServerGivesCurlAnHttpsReply) {
+TEST_F(Tls, ServerGivesCurlAnHttpsReply) {
   FIBERIO_WATCHDOG(60);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   std::string curl = find_program("curl");
   if (curl.empty()) GTEST_SKIP() << "curl is not installed (scripts/setup.sh installs it)";
   LeakCheck leaks;
@@ -133,10 +143,8 @@ TEST(Tls, ServerGivesCurlAnHttpsReply) {
   leaks.check();
 }
 
-TEST(Tls, ClientTalksToOpensslSServer) {
+TEST_F(Tls, ClientTalksToOpensslSServer) {
   FIBERIO_WATCHDOG(60);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     int port = free_port();
@@ -168,10 +176,8 @@ TEST(Tls, ClientTalksToOpensslSServer) {
   leaks.check();
 }
 
-TEST(Tls, UntrustedCaFailsWithTheVerifyReasonAndNoLeak) {
+TEST_F(Tls, UntrustedCaFailsWithTheVerifyReasonAndNoLeak) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     HandlerErrors errors;
@@ -198,10 +204,8 @@ TEST(Tls, UntrustedCaFailsWithTheVerifyReasonAndNoLeak) {
   leaks.check();
 }
 
-TEST(Tls, WrongHostNameFailsButTheRightNameAndIpAddressVerify) {
+TEST_F(Tls, WrongHostNameFailsButTheRightNameAndIpAddressVerify) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     HandlerErrors errors;
@@ -233,10 +237,8 @@ TEST(Tls, WrongHostNameFailsButTheRightNameAndIpAddressVerify) {
   leaks.check();
 }
 
-TEST(Tls, PlainTextClientAndSilentClientFailOnlyTheirOwnHandshake) {
+TEST_F(Tls, PlainTextClientAndSilentClientFailOnlyTheirOwnHandshake) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     HandlerErrors errors;
@@ -280,10 +282,8 @@ TEST(Tls, PlainTextClientAndSilentClientFailOnlyTheirOwnHandshake) {
   leaks.check();
 }
 
-TEST(Tls, AlpnPicksTheServersPreferenceOrNothing) {
+TEST_F(Tls, AlpnPicksTheServersPreferenceOrNothing) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     auto sctx = TlsContext::server(pki.server_cert, pki.server_key);
@@ -309,18 +309,10 @@ TEST(Tls, AlpnPicksTheServersPreferenceOrNothing) {
   leaks.check();
 }
 
-TEST(Tls, ThousandConcurrentSessionsOnOneHub) {
+TEST_F(Tls, ThousandConcurrentSessionsOnOneHub) {
   FIBERIO_WATCHDOG(120);
   constexpr int kClients = 1000;
-  rlimit rl{};
-  ::getrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur < 2 * kClients + 100) {
-    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 2 * kClients + 500);
-    ::setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur < 2 * kClients + 100) GTEST_SKIP() << "RLIMIT_NOFILE too low for 1000 clients";
-  TestPki pki;
-  REQUIRE_PKI(pki);
+  if (!ensure_fd_limit(2 * kClients + 100)) GTEST_SKIP() << "RLIMIT_NOFILE too low for 1000 clients";
   LeakCheck leaks;
   {
     int active = 0, peak = 0;
@@ -363,10 +355,8 @@ TEST(Tls, ThousandConcurrentSessionsOnOneHub) {
   leaks.check();
 }
 
-TEST(Tls, ReadTimeoutLeavesTheSessionUsable) {
+TEST_F(Tls, ReadTimeoutLeavesTheSessionUsable) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     fiberio::Event go;
@@ -398,10 +388,8 @@ TEST(Tls, ReadTimeoutLeavesTheSessionUsable) {
   leaks.check();
 }
 
-TEST(Tls, CloseNotifyIsEofAndTruncationIsAnError) {
+TEST_F(Tls, CloseNotifyIsEofAndTruncationIsAnError) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     HandlerErrors errors;  // the truncated client's alert ends the second handler
@@ -445,10 +433,8 @@ TEST(Tls, CloseNotifyIsEofAndTruncationIsAnError) {
   leaks.check();
 }
 
-TEST(Tls, KilledMidHandshakeReadOrWriteFreesEverything) {
+TEST_F(Tls, KilledMidHandshakeReadOrWriteFreesEverything) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     auto sctx = TlsContext::server(pki.server_cert, pki.server_key);
@@ -514,10 +500,8 @@ TEST(Tls, KilledMidHandshakeReadOrWriteFreesEverything) {
   leaks.check();
 }
 
-TEST(Tls, AnotherConnectionsQueuedErrorNeverLeaksIntoAnException) {
+TEST_F(Tls, AnotherConnectionsQueuedErrorNeverLeaksIntoAnException) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   LeakCheck leaks;
   {
     HandlerErrors errors;  // the wrong server's handshake fails too
@@ -548,10 +532,8 @@ TEST(Tls, AnotherConnectionsQueuedErrorNeverLeaksIntoAnException) {
   leaks.check();
 }
 
-TEST(Tls, ContextAndArgumentErrorsAreClear) {
+TEST_F(Tls, ContextAndArgumentErrorsAreClear) {
   FIBERIO_WATCHDOG(30);
-  TestPki pki;
-  REQUIRE_PKI(pki);
   try {
     TlsContext::server(pki.dir.path + "/missing.pem", pki.server_key);
     ADD_FAILURE() << "a missing certificate file was accepted";
@@ -569,4 +551,28 @@ TEST(Tls, ContextAndArgumentErrorsAreClear) {
   EXPECT_THROW(TlsSocket(std::move(a), TlsContext::client()), std::invalid_argument)
       << "a verifying client without a host name to verify";
   EXPECT_THROW(StreamServer(Address("127.0.0.1", 0), TlsContext::client(), greet, quiet()), std::invalid_argument);
+}
+
+// A write that cannot go anywhere (EPIPE) throws ConnectionReset: the BIO sends with MSG_NOSIGNAL,
+// so no SIGPIPE ends the process (OpenSSL's own socket BIO would write(2) and raise it).
+TEST_F(Tls, WritingAfterShutdownThrowsInsteadOfRaisingSigpipe) {
+  FIBERIO_WATCHDOG(30);
+  auto old = ::signal(SIGPIPE, SIG_DFL);  // the default action: SIGPIPE would kill this test binary
+  LeakCheck leaks;
+  {
+    StreamServer server(Address("127.0.0.1", 0), TlsContext::server(pki.server_cert, pki.server_key), greet, quiet());
+    server.start();
+    TlsSocket tls = fiberio::create_connection("localhost", server.address().port(), test_client(pki), 5s);
+    tls.socket().shutdown(fiberio::ShutdownHow::Write);
+    try {
+      tls.sendall("after shutdown");
+      ADD_FAILURE() << "a write after shutdown(SHUT_WR) succeeded";
+    } catch (const fiberio::ConnectionReset& e) {
+      EXPECT_EQ(e.code().value(), EPIPE) << e.what();
+      EXPECT_NE(std::string(e.what()).find("fiberio::TlsSocket::sendall(fd "), std::string::npos) << e.what();
+    }
+    server.stop();
+  }
+  ::signal(SIGPIPE, old);
+  leaks.check();
 }

@@ -60,7 +60,10 @@ struct FdBio {
 
 FdBio& bio_state(BIO* b) { return *static_cast<FdBio*>(BIO_get_data(b)); }
 
-int bio_write(BIO* b, const char* data, size_t len, size_t* written) {
+// One system call for the BIO: a byte count, or 0 with the retry flag (EAGAIN) or the errno kept.
+// Never blocks and never throws. io(fd) is ::send or ::recv; a 0 from recv is EOF.
+template <class Io>
+int bio_io(BIO* b, size_t* done, bool reading, Io io) {
   FdBio& c = bio_state(b);
   BIO_clear_retry_flags(b);
   int fd = c.sock->fd();
@@ -69,33 +72,9 @@ int bio_write(BIO* b, const char* data, size_t len, size_t* written) {
     return 0;
   }
   for (;;) {
-    ssize_t n = ::send(fd, data, len, MSG_NOSIGNAL);
-    if (n >= 0) {
-      *written = static_cast<size_t>(n);
-      return 1;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      BIO_set_retry_write(b);
-    } else {
-      c.err = errno;
-    }
-    return 0;
-  }
-}
-
-int bio_read(BIO* b, char* buf, size_t len, size_t* got) {
-  FdBio& c = bio_state(b);
-  BIO_clear_retry_flags(b);
-  int fd = c.sock->fd();
-  if (fd < 0) {
-    c.err = EBADF;
-    return 0;
-  }
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, len, 0);
-    if (n > 0) {
-      *got = static_cast<size_t>(n);
+    ssize_t n = io(fd);
+    if (n > 0 || (n == 0 && !reading)) {
+      *done = static_cast<size_t>(n);
       return 1;
     }
     if (n == 0) {
@@ -104,12 +83,20 @@ int bio_read(BIO* b, char* buf, size_t len, size_t* got) {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      BIO_set_retry_read(b);
+      reading ? BIO_set_retry_read(b) : BIO_set_retry_write(b);
     } else {
       c.err = errno;
     }
     return 0;
   }
+}
+
+int bio_write(BIO* b, const char* data, size_t len, size_t* written) {
+  return bio_io(b, written, false, [&](int fd) { return ::send(fd, data, len, MSG_NOSIGNAL); });
+}
+
+int bio_read(BIO* b, char* buf, size_t len, size_t* got) {
+  return bio_io(b, got, true, [&](int fd) { return ::recv(fd, buf, len, 0); });
 }
 
 long bio_ctrl(BIO* b, int cmd, long, void*) {
