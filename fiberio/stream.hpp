@@ -52,12 +52,13 @@ class IncompleteRead : public std::runtime_error {
 };
 
 // A byte stream that Stream can buffer instead of a plain Socket (TlsSocket is one). recv: up to
-// buf.size() bytes, 0 at EOF; send: some of data (at least one byte); socket(): the socket beneath.
+// buf.size() bytes, 0 at EOF; send: some of data (at least one byte); socket(): the socket beneath
+// (ClosedError if there is none).
 class StreamTransport {
  public:
   virtual std::size_t recv(std::span<char> buf) = 0;
   virtual std::size_t send(std::string_view data) = 0;
-  virtual Socket& socket() noexcept = 0;
+  virtual Socket& socket() = 0;
 
  protected:
   ~StreamTransport() = default;

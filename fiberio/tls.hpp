@@ -128,14 +128,15 @@ class TlsSocket final : public StreamTransport {
 
   bool valid() const noexcept;
   explicit operator bool() const noexcept { return valid(); }
-  // The TCP socket underneath (its fd, addresses, timeouts).
-  Socket& socket() noexcept override;
+  // The TCP socket underneath (its fd, addresses, timeouts). ClosedError for an empty TlsSocket.
+  Socket& socket() override;
   int fd() const noexcept;
   void set_timeout(OptDuration timeout) noexcept;
   OptDuration timeout() const noexcept;
 
-  // Runs the handshake (idempotent; recv/send also start it if needed). `timeout` bounds it as a
-  // whole ({}: the socket's timeout, per wait). Throws TlsError, TimeoutError, ConnectionError...
+  // Runs the handshake (idempotent; recv/send also start it if needed, so a reader and a writer
+  // fiber may both drive it). `timeout` bounds it as a whole ({}: the socket's timeout). Throws
+  // TlsError, TimeoutError, ConnectionError...
   void handshake(OptDuration timeout = {});
   bool handshake_done() const noexcept;
 
@@ -172,9 +173,9 @@ class TlsSocket final : public StreamTransport {
   [[noreturn]] void throw_tls(const char* op, int ssl_error);
   // Repeats call(ssl) (an SSL_* call: > 0 done, 0 for a clean EOF) while OpenSSL wants to read or
   // write, waiting on the hub until `deadline` (set from `timeout` at the first wait). `natural`: the
-  // direction this operation waits in exclusively (the other one is shared).
+  // direction this operation waits in exclusively (the other one is shared; both for the handshake).
   template <class Call>
-  int drive(const char* op, detail::Io natural, Deadline& deadline, OptDuration timeout, Call call);
+  int drive(const char* op, std::optional<detail::Io> natural, Deadline& deadline, OptDuration timeout, Call call);
   std::size_t send_some(std::string_view data, Deadline& deadline, const char* op);
 
   std::unique_ptr<Impl> impl_;

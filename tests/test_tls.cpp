@@ -551,6 +551,36 @@ TEST_F(Tls, ContextAndArgumentErrorsAreClear) {
   EXPECT_THROW(TlsSocket(std::move(a), TlsContext::client()), std::invalid_argument)
       << "a verifying client without a host name to verify";
   EXPECT_THROW(StreamServer(Address("127.0.0.1", 0), TlsContext::client(), greet, quiet()), std::invalid_argument);
+  TlsSocket empty;
+  char buf[4];
+  EXPECT_FALSE(empty.valid());
+  EXPECT_THROW(empty.socket(), fiberio::ClosedError);
+  EXPECT_THROW(empty.recv(buf), fiberio::ClosedError);
+  EXPECT_THROW(Stream{empty}, fiberio::ClosedError);
+}
+
+// A reader and a writer fiber on a TlsSocket whose handshake has not run yet: both drive it.
+TEST_F(Tls, ReaderAndWriterFibersShareTheHandshake) {
+  FIBERIO_WATCHDOG(30);
+  LeakCheck leaks;
+  {
+    StreamServer server(Address("127.0.0.1", 0), TlsContext::server(pki.server_cert, pki.server_key),
+                        [](TlsSocket& tls, const Address&) {
+                          Stream s(tls);
+                          s.write(s.read_line());
+                          s.flush();
+                        },
+                        quiet());
+    server.start();
+    TlsSocket tls(fiberio::create_connection(server.address(), 5s), test_client(pki), "localhost");
+    auto reader = fiberio::spawn([&] { return Stream(tls).read_line(); });
+    auto writer = fiberio::spawn([&] { tls.sendall("ping\n"); });
+    writer.get();
+    EXPECT_EQ(reader.get(), "ping\n");
+    EXPECT_TRUE(tls.handshake_done());
+    server.stop();
+  }
+  leaks.check();
 }
 
 // A write that cannot go anywhere (EPIPE) throws ConnectionReset: the BIO sends with MSG_NOSIGNAL,

@@ -314,7 +314,10 @@ void TlsSocket::init(Socket* borrowed, Socket&& owned, const TlsContext& ctx, st
 }
 
 bool TlsSocket::valid() const noexcept { return impl_ && impl_->sock->valid(); }
-Socket& TlsSocket::socket() noexcept { return *checked("socket").sock; }
+Socket& TlsSocket::socket() {
+  if (!impl_) throw ClosedError("fiberio::TlsSocket::socket: the TlsSocket is empty (moved from or closed)");
+  return *impl_->sock;
+}
 int TlsSocket::fd() const noexcept { return impl_ ? impl_->sock->fd() : -1; }
 void TlsSocket::set_timeout(OptDuration timeout) noexcept {
   if (impl_) impl_->sock->set_timeout(timeout);
@@ -355,7 +358,8 @@ void TlsSocket::throw_tls(const char* op, int ssl_error) {
 }
 
 template <class Call>
-int TlsSocket::drive(const char* op, detail::Io natural, Deadline& deadline, OptDuration timeout, Call call) {
+int TlsSocket::drive(const char* op, std::optional<detail::Io> natural, Deadline& deadline, OptDuration timeout,
+                     Call call) {
   for (;;) {
     Impl& im = checked(op);
     ERR_clear_error();  // SSL_get_error needs this thread's queue empty before the call
@@ -378,7 +382,8 @@ int TlsSocket::drive(const char* op, detail::Io natural, Deadline& deadline, Opt
       deadline.known = true;
     }
     // The reader that must write (or the writer that must read: TLS 1.3 key updates, tickets) shares
-    // that direction with the other fiber, so only its own direction is exclusive.
+    // that direction with the other fiber, so only its own direction is exclusive. A handshake driven
+    // by a reader and a writer at once is one sequence of calls, whichever fiber makes them.
     Socket& s = *im.sock;
     auto w = detail::Hub::current().wait_fd(s.fd(), dir, deadline.at, dir == natural);
     if (w != detail::FdWait::Ready) s.wait_failed(w, deadline.at, op);
@@ -389,7 +394,7 @@ void TlsSocket::handshake(OptDuration timeout) {
   Impl& im = checked("handshake");
   if (im.handshaken) return;
   Deadline deadline;
-  drive("handshake", detail::Io::Read, deadline, timeout ? timeout : im.sock->timeout(), [&](SSL* ssl) {
+  drive("handshake", std::nullopt, deadline, timeout ? timeout : im.sock->timeout(), [&](SSL* ssl) {
     int r = SSL_do_handshake(ssl);
     // A peer that closes cleanly in the middle of the handshake is a failure, not an end of data.
     return r == 0 ? -1 : r;
