@@ -3,6 +3,7 @@
 // handshake at all) with their messages and no leaked fd, ALPN, SNI, 1,000 sessions on one hub,
 // timeouts, close_notify vs. truncation, and kills at every suspension point.
 #include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
 #include <fiberio/fiberio.hpp>
@@ -604,5 +605,43 @@ TEST_F(Tls, WritingAfterShutdownThrowsInsteadOfRaisingSigpipe) {
     server.stop();
   }
   ::signal(SIGPIPE, old);
+  leaks.check();
+}
+
+// Trusted CAs from a hashed directory (openssl rehash), and a minimum version the peer cannot meet.
+TEST_F(Tls, CaDirectoryAndMinimumVersion) {
+  FIBERIO_WATCHDOG(30);
+  LeakCheck leaks;
+  {
+    std::string cadir = pki.dir.path + "/cadir";
+    std::filesystem::create_directories(cadir);
+    std::filesystem::copy_file(pki.ca_cert, cadir + "/ca.pem", std::filesystem::copy_options::overwrite_existing);
+    Process rehash({pki.openssl(), "rehash", cadir}, pki.dir.path + "/rehash.log");
+    ASSERT_EQ(rehash.signal_and_wait(0, 10000ms), 0) << read_file(pki.dir.path + "/rehash.log");
+
+    HandlerErrors errors;
+    auto sctx = TlsContext::server(pki.server_cert, pki.server_key);
+    sctx.set_min_version(fiberio::TlsVersion::Tls1_3);
+    StreamServer server(Address("127.0.0.1", 0), sctx, greet, quiet());
+    server.start();
+    auto from_dir = TlsContext::client();
+    from_dir.load_verify_locations("", cadir);
+    {
+      TlsSocket tls = fiberio::create_connection("localhost", server.address().port(), from_dir, 5s);
+      EXPECT_EQ(tls.version(), "TLSv1.3");
+      EXPECT_EQ(Stream(tls).read_line(), "hello localhost \n");
+    }
+    auto old_client = test_client(pki);
+    SSL_CTX_set_max_proto_version(old_client.native_handle(), TLS1_2_VERSION);
+    try {
+      fiberio::create_connection("localhost", server.address().port(), old_client, 5s);
+      ADD_FAILURE() << "a TLS 1.2 client got past a TLS 1.3 minimum";
+    } catch (const TlsError& e) {
+      EXPECT_NE(std::string(e.what()).find("protocol version"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(eventually([&] { return !errors.messages.empty(); })) << "the server saw no failure";
+    EXPECT_NE(errors.all().find("unsupported protocol"), std::string::npos) << errors.all();
+    server.stop();
+  }
   leaks.check();
 }
