@@ -79,6 +79,7 @@ Address resolve(std::string_view host, std::uint16_t port, int family = AF_UNSPE
 // addresses of its family are tried).
 Socket create_connection(std::string_view host, std::uint16_t port, OptDuration timeout = {},
                          std::optional<Address> source_address = {});
+// The TLS form, create_connection(host, port, tls_context, timeout), is in fiberio/tls.hpp.
 // Connects to one address (TCP, or a unix stream socket for unix addresses).
 Socket create_connection(const Address& addr, OptDuration timeout = {}, std::optional<Address> source_address = {});
 

@@ -1,4 +1,5 @@
-// The umbrella header: everything fiberio offers.
+// The umbrella header: everything fiberio offers, except the separately linked parts: the shims
+// (fiberio/patched.hpp, fiberio::patched) and TLS (fiberio/tls.hpp, fiberio::tls, which needs OpenSSL).
 #pragma once
 #include "fiberio/address.hpp"
 #include "fiberio/dns.hpp"

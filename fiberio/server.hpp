@@ -67,6 +67,9 @@ struct ServerOptions {
   // progress (sent nothing) for the longest, and at least this long, is closed to make room (its
   // handler is killed), as nginx drops idle keep-alive connections under pressure.
   Duration evict_idle_after = std::chrono::seconds(1);
+  // TLS servers: a connection whose handshake has not finished this long after accept is closed (its
+  // handler greenlet ends with TimeoutError), so a client that never completes it holds only itself.
+  Duration handshake_timeout = std::chrono::seconds(10);
 };
 
 struct ServerStats {
@@ -80,6 +83,8 @@ struct ServerStats {
 namespace detail {
 class ServerCore;
 }
+class TlsContext;
+class TlsSocket;
 
 class StreamServer {
  public:
@@ -88,6 +93,11 @@ class StreamServer {
   StreamServer(Address addr, Handler handler, ServerOptions options = {});
   // Serves on an already bound socket (listening or not); workers(N) is not available then.
   StreamServer(Socket listener, Handler handler, ServerOptions options = {});
+  // A TLS server (fiberio/tls.hpp; link fiberio::tls): each connection's greenlet runs the handshake
+  // (bounded by options.handshake_timeout) and then the handler. A failed handshake ends that
+  // greenlet with TlsError / TimeoutError (the hub's error handler sees it) and nothing else.
+  using TlsHandler = std::function<void(TlsSocket&, const Address&)>;
+  StreamServer(Address addr, const TlsContext& tls, TlsHandler handler, ServerOptions options = {});
   // Stops (no grace) if still running.
   ~StreamServer();
   StreamServer(const StreamServer&) = delete;

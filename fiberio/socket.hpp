@@ -179,6 +179,9 @@ class Socket {
   template <class Attempt>
   ssize_t retry(detail::Io dir, const char* op, Deadline& deadline, Attempt attempt);
 
+  // TLS over this socket waits on it as recv/send do, with the same timeouts and error texts.
+  friend class TlsSocket;
+
   int fd_ = -1;
   bool tcp_ = false;  // a TCP stream socket: recv may use the hub's drained hint (Hub::note_drained)
   OptDuration timeout_;

@@ -21,15 +21,20 @@ Stream::Stream(Socket& sock, std::size_t buffer_size) : sock_(&sock), buffer_siz
 Stream::Stream(Socket&& sock, std::size_t buffer_size)
     : owned_(std::move(sock)), sock_(&owned_), buffer_size_(std::max<std::size_t>(buffer_size, 64)) {}
 
+Stream::Stream(StreamTransport& transport, std::size_t buffer_size)
+    : sock_(&transport.socket()), transport_(&transport), buffer_size_(std::max<std::size_t>(buffer_size, 64)) {}
+
 Stream::Stream(Stream&& o) noexcept
     : owned_(std::move(o.owned_)),
       sock_(o.sock_ == &o.owned_ ? &owned_ : o.sock_),
+      transport_(o.transport_),
       buffer_size_(o.buffer_size_),
       rbuf_(std::move(o.rbuf_)),
       rpos_(std::exchange(o.rpos_, 0)),
       rlen_(std::exchange(o.rlen_, 0)),
       wbuf_(std::move(o.wbuf_)) {
   o.sock_ = &o.owned_;
+  o.transport_ = nullptr;
   o.rbuf_.clear();
   o.wbuf_.clear();
 }
@@ -55,7 +60,7 @@ std::size_t Stream::fill(std::size_t want) {
     }
     if (rbuf_.size() - rlen_ < want) rbuf_.resize(rlen_ + want);
   }
-  std::size_t n = sock_->recv(std::span<char>(rbuf_.data() + rlen_, want));
+  std::size_t n = recv_some(std::span<char>(rbuf_.data() + rlen_, want));
   rlen_ += n;
   return n;
 }
@@ -114,7 +119,7 @@ std::string Stream::read_exactly(std::size_t n) {
         std::size_t chunk = std::min(want, kDirectChunk);
         out.resize(old + chunk);
         try {
-          got = sock_->recv(std::span<char>(out.data() + old, chunk));
+          got = recv_some(std::span<char>(out.data() + old, chunk));
         } catch (...) {
           out.resize(old);
           throw;
@@ -144,7 +149,11 @@ std::string Stream::read_exactly(std::size_t n) {
 std::string Stream::read_some(std::size_t max_bytes) {
   if (max_bytes == 0) return {};
   if (buffered() > 0) return take(std::min(buffered(), max_bytes));
-  if (max_bytes >= buffer_size_) return sock_->recv(std::min(max_bytes, kDirectChunk));
+  if (max_bytes >= buffer_size_) {
+    std::string out(std::min(max_bytes, kDirectChunk), '\0');
+    out.resize(recv_some(std::span<char>(out.data(), out.size())));
+    return out;
+  }
   std::size_t got = fill(buffer_size_);
   return take(std::min(got, max_bytes));
 }
@@ -160,7 +169,7 @@ std::string Stream::read_all(std::size_t max_bytes) {
       out.resize(old + chunk);
       std::size_t got;
       try {
-        got = sock_->recv(std::span<char>(out.data() + old, chunk));
+        got = recv_some(std::span<char>(out.data() + old, chunk));
       } catch (...) {
         out.resize(old);
         throw;
@@ -180,7 +189,7 @@ void Stream::write(std::string_view data) {
     // Large writes bypass the buffer; loop on send() so a failure leaves the unsent rest buffered.
     while (!data.empty()) {
       try {
-        data.remove_prefix(sock_->send(data));
+        data.remove_prefix(send_some(data));
       } catch (...) {
         wbuf_.append(data);
         throw;
@@ -199,7 +208,7 @@ void Stream::write_line(std::string_view line) {
 void Stream::flush() {
   std::size_t sent = 0;
   try {
-    while (sent < wbuf_.size()) sent += sock_->send(std::string_view(wbuf_).substr(sent));
+    while (sent < wbuf_.size()) sent += send_some(std::string_view(wbuf_).substr(sent));
   } catch (...) {
     wbuf_.erase(0, sent);  // what was sent is gone; the rest stays for a retry
     throw;

@@ -13,10 +13,12 @@
 // * Memory is bounded by the caller's limits: read_line never buffers more than max_len plus one
 //   read's worth; a longer line throws LineTooLong. read_exactly grows only as bytes arrive.
 // * Reads and writes use the socket's timeout (each underlying recv / the flush's sendall).
+// * Over TLS too: Stream(tls) buffers a TlsSocket (fiberio/tls.hpp) the same way.
 // * Writes are buffered until flush(), write_line(.., flush) or the buffer fills. The destructor
 //   makes a best-effort flush; call flush() to see errors.
 #pragma once
 #include <cstddef>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -49,6 +51,19 @@ class IncompleteRead : public std::runtime_error {
   std::size_t expected_;
 };
 
+// A byte stream that Stream can buffer instead of a plain Socket (TlsSocket is one). recv: up to
+// buf.size() bytes, 0 at EOF; send: some of data (at least one byte); socket(): the socket beneath
+// (ClosedError if there is none).
+class StreamTransport {
+ public:
+  virtual std::size_t recv(std::span<char> buf) = 0;
+  virtual std::size_t send(std::string_view data) = 0;
+  virtual Socket& socket() = 0;
+
+ protected:
+  ~StreamTransport() = default;
+};
+
 class Stream {
  public:
   static constexpr std::size_t kDefaultBufferSize = 16 * 1024;
@@ -58,12 +73,15 @@ class Stream {
   explicit Stream(Socket& sock, std::size_t buffer_size = kDefaultBufferSize);
   // Owning: the Stream closes the socket when destroyed.
   explicit Stream(Socket&& sock, std::size_t buffer_size = kDefaultBufferSize);
+  // Over another transport (a TlsSocket) the caller keeps alive and owns.
+  explicit Stream(StreamTransport& transport, std::size_t buffer_size = kDefaultBufferSize);
   ~Stream();
   Stream(Stream&& o) noexcept;
   Stream& operator=(Stream&&) = delete;
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
+  // The socket read and written (beneath the transport, if any).
   Socket& socket() noexcept { return *sock_; }
 
   // ---- reading ----
@@ -88,7 +106,7 @@ class Stream {
   // Bytes written but not yet sent.
   std::size_t pending() const noexcept { return wbuf_.size(); }
 
-  // Flushes, then closes the socket if the Stream owns it.
+  // Flushes, then closes the socket if the Stream owns it (never a transport).
   void close();
 
   // line without its trailing "\n" or "\r\n".
@@ -101,8 +119,13 @@ class Stream {
   // Puts bytes back in front of the buffered ones (a read that failed half-way loses nothing).
   void unread(std::string_view data);
 
+  // The one place reads and writes go: the transport if there is one, else the socket.
+  std::size_t recv_some(std::span<char> buf) { return transport_ ? transport_->recv(buf) : sock_->recv(buf); }
+  std::size_t send_some(std::string_view data) { return transport_ ? transport_->send(data) : sock_->send(data); }
+
   Socket owned_;
   Socket* sock_;
+  StreamTransport* transport_ = nullptr;
   std::size_t buffer_size_;
   // Buffered bytes are rbuf_[rpos_, rlen_); rbuf_ itself only grows, so refills never re-zero it.
   std::string rbuf_;

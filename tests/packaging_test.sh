@@ -8,10 +8,11 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 run_consumers() {
   "$1/consumer" | grep -q "consumer: 42"
   "$1/consumer_patched" | grep -q "consumer_patched: installed=1 ticks=[0-9]* cooperative"
+  "$1/consumer_tls" | grep -q "consumer_tls: TlsError with reason"
 }
 echo "== add_subdirectory"
 cmake -S "$src/tests/consumer" -B "$work/sub" -DFIBERIO_SOURCE="$src" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$work/sub" -j2 --target consumer consumer_patched >/dev/null
+cmake --build "$work/sub" -j2 --target consumer consumer_patched consumer_tls >/dev/null
 run_consumers "$work/sub"
 echo "== cmake --install + find_package"
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
@@ -23,6 +24,7 @@ shims=$(find "$work/prefix" -name libfiberio_patched.so)
 test -n "$shims" || { echo "libfiberio_patched.so not installed"; exit 1; }
 lib=$(dirname "$shims")
 test -f "$work/prefix/include/fiberio/patched.hpp" || { echo "include/fiberio/patched.hpp not installed"; exit 1; }
+test -f "$work/prefix/include/fiberio/tls.hpp" || { echo "include/fiberio/tls.hpp not installed"; exit 1; }
 test -f "$work/prefix/include/fiberio/fiberio.hpp" || { echo "include/fiberio/fiberio.hpp not installed"; exit 1; }
 test ! -e "$work/prefix/include/fiberio/detail" || { echo "internal headers (fiberio/detail) were installed"; exit 1; }
 test ! -e "$work/prefix/include/patched" || { echo "include/patched/ was installed (the shims' header is fiberio/patched.hpp)"; exit 1; }

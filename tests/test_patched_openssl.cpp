@@ -1,6 +1,6 @@
 // Proof on code nobody here wrote: OpenSSL's blocking SSL_connect / SSL_write / SSL_read on a plain
 // blocking socket, unmodified, against a TLS echo server (a thread per connection, written here) whose
-// self-signed certificate the test makes with the openssl command. The server answers each message
+// certificate (signed by a test CA) the test makes with the openssl command. The server answers each message
 // after D; 20 fibers' exchanges overlap and the batch takes about D. Certificates are verified.
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/certs.hpp"
 #include "support/patched.hpp"
 #include "watchdog.hpp"
 
@@ -29,21 +30,13 @@ std::string ssl_error() {
   return buf;
 }
 
-// A key and self-signed certificate for "localhost", made with the openssl command.
+// The test PKI (tests/support/certs.hpp), made without going through the shims under test.
 struct Certificate {
-  TempDir dir;
-  std::string cert = dir.path + "/cert.pem", key = dir.path + "/key.pem";
+  TestPki pki{[] { fiberio::patched::original::usleep(10000); }};
+  const std::string& cert = pki.server_cert;
+  const std::string& key = pki.server_key;
   Certificate() {
-    std::string openssl = find_program("openssl");
-    if (openssl.empty()) throw std::runtime_error("the openssl command is not installed (scripts/setup.sh installs it)");
-    std::string log = dir.path + "/openssl.log";
-    Child gen({openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-               "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext",
-               "subjectAltName=DNS:localhost"},
-              log);
-    int st = gen.signal_and_wait(0, 30000ms);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-      throw std::runtime_error("openssl req failed:\n" + read_file(log));
+    if (!pki.ok) throw std::runtime_error(pki.why);
   }
 };
 
@@ -162,14 +155,14 @@ TEST(PatchedOpenssl, TwentyBlockingTlsExchangesFinishInAboutOneDelay) {
     TlsEchoServer server(cert);
     SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, nullptr);
-    ASSERT_EQ(SSL_CTX_load_verify_locations(client_ctx, cert.cert.c_str(), nullptr), 1);
+    ASSERT_EQ(SSL_CTX_load_verify_locations(client_ctx, cert.pki.ca_cert.c_str(), nullptr), 1);
     auto t0 = Clock::now();
     std::vector<fiberio::Greenlet<Outcome>> gs;
     for (int i = 0; i < kN; ++i) gs.push_back(fiberio::spawn(exchange, client_ctx, server.port(), i));
     for (int i = 0; i < kN; ++i) {
       Outcome o = gs[i].get();
       EXPECT_EQ(o.error, "") << "exchange " << i;
-      EXPECT_TRUE(o.verified) << "the self-signed certificate verified against itself";
+      EXPECT_TRUE(o.verified) << "the certificate verified against the test CA";
       EXPECT_EQ(o.reply, "echo: hello " + std::to_string(i));
       EXPECT_GE(o.call_ms, kDelayMs * 0.9);
       EXPECT_TRUE(o.switched) << "the hub ran other fibers while exchange " << i << " waited";

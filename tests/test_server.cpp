@@ -97,13 +97,7 @@ TEST(StreamServer, ThousandConcurrentClientsOnOneThread) {
   // (a plain build: well under a second).
   FIBERIO_WATCHDOG(150);
   constexpr int kClients = 1000;
-  rlimit rl{};
-  ::getrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur < 2 * kClients + 100) {
-    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 2 * kClients + 500);
-    ::setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur < 2 * kClients + 100) GTEST_SKIP() << "RLIMIT_NOFILE too low for 1000 clients";
+  if (!fiberio_test::ensure_fd_limit(2 * kClients + 100)) GTEST_SKIP() << "RLIMIT_NOFILE too low for 1000 clients";
   LeakCheck leaks;
   {
     int active = 0, peak = 0;

@@ -1,8 +1,10 @@
 // Leak checks for tests: open fds (/proc/self/fd) and live greenlets, before vs after.
 #pragma once
 #include <dirent.h>
+#include <sys/resource.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 
@@ -17,6 +19,19 @@ inline std::size_t count_fds() {
     ::closedir(d);
   }
   return n;
+}
+
+// Raises this process's soft RLIMIT_NOFILE to at least `want` fds (up to the hard limit); false if it
+// cannot reach `want` (the test should GTEST_SKIP).
+inline bool ensure_fd_limit(rlim_t want) {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < want) {
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, want + 400);
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur >= want;
 }
 
 // Records fds and greenlets at construction; check() fails the test if either grew.
