@@ -25,7 +25,9 @@
 #include <string>
 
 #include "demo_util.hpp"
+#include "fiberio/greenlet.hpp"
 #include "fiberio/http_server.hpp"
+#include "fiberio/io.hpp"
 #include "fiberio/time.hpp"
 
 namespace {
@@ -81,7 +83,14 @@ int run_sync(const std::string& host, int port, int workers, std::chrono::millis
         // usleep blocks the whole process, as a sync worker does.
         worker_id = worker;
         fiberio::Socket sock(::dup(conn.fd()));
+        // A stop (SIGINT/SIGTERM write the stop pipe) ends a wait for the client's request at once:
+        // the connection's reading side is shut, so the server sees EOF.
+        auto watch = fiberio::spawn([&sock, &stop] {
+          fiberio::wait_read(stop.fd());
+          sock.shutdown(fiberio::ShutdownHow::Read);
+        });
         http::Server::serve_connection(sock, sock.peer_address(), handler, opts);
+        watch.kill();
       },
       workers);
   ::close(lfd);
