@@ -23,24 +23,31 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
 
+// A connection as stop() sees it: its fd (open while it is listed) and whether it is waiting for
+// its client (the next request, or a lingering close's drain).
+struct ConnSlot {
+  int fd = -1;
+  std::atomic<bool> idle{false};
+};
+
 struct Server::State {
   Handler handler;
   ServerOptions options;
   StreamServer* server = nullptr;  // null once the Server is being destroyed
-  // Connections waiting for their next request, by fd: stop() shuts their reading side so that
-  // they end at once. A connection registers only while stopping is false (both under mu), and
-  // leaves before its socket is closed, so every fd here is open.
+  // Every connection, listed from its start until before its socket is closed (under mu), so each
+  // fd here is open. stop() shuts the reading side of the idle ones: their wait sees EOF and they
+  // end. A connection marks itself idle and then checks `stopping`; stop() sets `stopping` and then
+  // reads the marks (both sequentially consistent), so one of the two always sees the other.
   std::mutex mu;
-  bool stopping = false;
-  std::unordered_set<int> idle;
-  std::atomic<bool> stopping_flag{false};  // stopping, readable without the lock
+  std::unordered_set<ConnSlot*> conns;
+  std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> connections{0}, requests{0}, bad_requests{0}, timeouts{0}, handler_errors{0};
 
   void begin_stop() {
     std::lock_guard lk(mu);
-    stopping = true;
-    stopping_flag.store(true);
-    for (int fd : idle) ::shutdown(fd, SHUT_RD);  // the waiting recv sees EOF
+    stopping.store(true);
+    for (ConnSlot* c : conns)
+      if (c->idle.load()) ::shutdown(c->fd, SHUT_RD);  // the waiting recv sees EOF
   }
 };
 
@@ -93,32 +100,28 @@ void fill_header(Message& m, const Response& res) {
 
 namespace detail {
 
-// While a connection waits for its client (the next request, or a lingering close's drain), stop()
-// may end the wait: it is listed in State::idle. registered() is false if the server is stopping.
+// While a connection waits for its client, stop() may end the wait (see Server::State).
+// registered() is false if the server is already stopping.
 class IdleMark {
  public:
-  IdleMark(Server::State* st, int fd) : st_(st), fd_(fd) {
-    if (!st_) return;
-    std::lock_guard lk(st_->mu);
-    if (st_->stopping) {
-      st_ = nullptr;
+  IdleMark(Server::State* st, ConnSlot& slot) : slot_(st ? &slot : nullptr) {
+    if (!slot_) return;
+    slot_->idle.store(true);
+    if (st->stopping.load()) {
+      slot_->idle.store(false);
+      slot_ = nullptr;
       stopping_ = true;
-      return;
     }
-    st_->idle.insert(fd_);
   }
   ~IdleMark() {
-    if (!st_) return;
-    std::lock_guard lk(st_->mu);
-    st_->idle.erase(fd_);
+    if (slot_) slot_->idle.store(false, std::memory_order_relaxed);
   }
   IdleMark(const IdleMark&) = delete;
   IdleMark& operator=(const IdleMark&) = delete;
   bool registered() const noexcept { return !stopping_; }
 
  private:
-  Server::State* st_;
-  int fd_;
+  ConnSlot* slot_;
   bool stopping_ = false;
 };
 
@@ -128,7 +131,19 @@ class Conn {
       : sock_(sock), peer_(peer), handler_(handler), o_(o), st_(st), stream_(sock),
         buf_(std::max<std::size_t>(16 * 1024, 2 * o.max_header_bytes)) {
     stream_.set_write_timeout(o.write_timeout);
+    slot_.fd = sock.fd();
+    if (st_) {
+      std::lock_guard lk(st_->mu);
+      st_->conns.insert(&slot_);
+    }
   }
+  ~Conn() {
+    if (!st_) return;
+    std::lock_guard lk(st_->mu);
+    st_->conns.erase(&slot_);
+  }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
 
   void run() {
     for (;;) {
@@ -165,7 +180,7 @@ class Conn {
   bool wait_for_request() {
     stream_.set_deadline({});
     stream_.set_read_timeout(o_.idle_timeout);
-    IdleMark idle(st_, sock_.fd());
+    IdleMark idle(st_, slot_);
     if (!idle.registered()) return false;
     auto mb = buf_.prepare(16 * 1024);
     beast::error_code ec;
@@ -212,7 +227,7 @@ class Conn {
     for (const auto& f : m) req.headers.add(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(m.body());
     req.peer = peer_;
-    keep_alive_ = m.keep_alive() && !(st_ && st_->stopping_flag.load(std::memory_order_relaxed));
+    keep_alive_ = m.keep_alive() && !(st_ && st_->stopping.load(std::memory_order_relaxed));
     head_ = m.method() == bhttp::verb::head;
     version_ = req.version;
     chunked_ = false;
@@ -263,7 +278,7 @@ class Conn {
 
   // A stop that came while the handler ran: this response is the connection's last.
   void check_stopping() noexcept {
-    if (st_ && st_->stopping_flag.load(std::memory_order_relaxed)) keep_alive_ = false;
+    if (st_ && st_->stopping.load(std::memory_order_relaxed)) keep_alive_ = false;
   }
 
   void send_response(Response& res) {
@@ -347,7 +362,7 @@ class Conn {
       stream_.flush();
       sock_.shutdown(ShutdownHow::Write);
       // A stop ends the drain at once; once stopping, only what has already arrived is drained.
-      IdleMark idle(st_, sock_.fd());
+      IdleMark idle(st_, slot_);
       auto until = Clock::now() + (idle.registered() ? std::chrono::seconds(1) : Duration::zero());
       char scratch[16 * 1024];
       for (std::size_t total = 0; total < (1u << 20);) {
@@ -365,6 +380,7 @@ class Conn {
   const Handler& handler_;
   const ServerOptions& o_;
   Server::State* st_;
+  ConnSlot slot_;
   BeastStream stream_;
   beast::flat_buffer buf_;
   bool keep_alive_ = true;
