@@ -276,17 +276,19 @@ class Conn {
     }
   }
 
-  // A stop that came while the handler ran: this response is the connection's last.
-  void check_stopping() noexcept {
+  // The handler's status and headers into m. The response is the connection's last if the handler
+  // said "Connection: close" or a stop came while it ran.
+  template <class Message>
+  void begin_response(Message& m, const Response& res) {
     if (st_ && st_->stopping.load(std::memory_order_relaxed)) keep_alive_ = false;
+    m.version(version_);
+    fill_header(m, res);
+    if (res.headers.has_token("Connection", "close")) keep_alive_ = false;
   }
 
   void send_response(Response& res) {
-    check_stopping();
     bhttp::response<bhttp::string_body> r;
-    r.version(version_);
-    fill_header(r, res);
-    if (res.headers.has_token("Connection", "close")) keep_alive_ = false;
+    begin_response(r, res);
     r.keep_alive(keep_alive_);
     r.body() = std::move(res.body);
     r.prepare_payload();
@@ -299,11 +301,8 @@ class Conn {
   }
 
   void start_stream(Response& res) {
-    check_stopping();
     bhttp::response<bhttp::empty_body> h;
-    h.version(version_);
-    fill_header(h, res);
-    if (res.headers.has_token("Connection", "close")) keep_alive_ = false;
+    begin_response(h, res);
     if (auto cl = res.headers.get("Content-Length")) {
       length_ = std::stoull(std::string(*cl));
     } else if (version_ >= 11) {

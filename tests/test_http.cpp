@@ -57,6 +57,15 @@ http::Router test_router() {
   return r;
 }
 
+// A started server on a free loopback port.
+std::unique_ptr<http::Server> started(http::ServerOptions o = quiet_http(), http::Handler h = test_router()) {
+  auto s = std::make_unique<http::Server>(Address("127.0.0.1", 0), std::move(h), std::move(o));
+  s->start();
+  return s;
+}
+
+std::string base_url(const http::Server& s) { return "http://127.0.0.1:" + std::to_string(s.address().port()); }
+
 // A raw client: writes bytes, reads what comes (until a predicate on everything read holds, or EOF).
 struct Raw {
   Socket s;
@@ -145,9 +154,9 @@ TEST(HttpServer, KeepAliveServesManyRequestsOnOneConnection) {
   FIBERIO_WATCHDOG(30);
   fiberio_test::LeakCheck leaks;
   {
-    http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-    server.start();
-    auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+    auto started_server = started();
+    auto& server = *started_server;
+    auto url = base_url(server);
     http::Client client;
     for (int i = 0; i < 20; ++i) {
       auto r = client.get(url + "/hello");
@@ -168,8 +177,8 @@ TEST(HttpServer, KeepAliveServesManyRequestsOnOneConnection) {
 
 TEST(HttpServer, PipelinedRequestsAreAnsweredInOrder) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
+  auto started_server = started();
+  auto& server = *started_server;
   Raw c(server.address());
   c.send(
       "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -190,8 +199,8 @@ TEST(HttpServer, PipelinedRequestsAreAnsweredInOrder) {
 
 TEST(HttpServer, ChunkedRequestBodyAndExpectContinue) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
+  auto started_server = started();
+  auto& server = *started_server;
   {
     Raw c(server.address());
     c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
@@ -224,8 +233,8 @@ TEST(HttpServer, LimitsAnswer400_413_431AndClose) {
   FIBERIO_WATCHDOG(30);
   auto o = quiet_http();
   o.max_body_bytes = 1000;
-  http::Server server(Address("127.0.0.1", 0), test_router(), o);
-  server.start();
+  auto started_server = started(o);
+  auto& server = *started_server;
   auto status_of = [&](const std::string& req) {
     Raw c(server.address());
     c.send(req);
@@ -253,8 +262,8 @@ TEST(HttpServer, SlowlorisIsDroppedWhileOthersKeepTheirRate) {
   FIBERIO_WATCHDOG(30);
   auto o = quiet_http();
   o.header_timeout = 300ms;
-  http::Server server(Address("127.0.0.1", 0), test_router(), o);
-  server.start();
+  auto started_server = started(o);
+  auto& server = *started_server;
   auto addr = server.address();
   // The slowloris: one header byte every 20 ms, forever. Each byte would reset a per-read timeout.
   auto loris = fiberio::spawn([addr] {
@@ -273,7 +282,7 @@ TEST(HttpServer, SlowlorisIsDroppedWhileOthersKeepTheirRate) {
   });
   // Meanwhile an ordinary client does 50 requests; none waits for the slowloris.
   http::Client client;
-  auto url = "http://127.0.0.1:" + std::to_string(addr.port()) + "/hello";
+  auto url = base_url(server) + "/hello";
   for (int i = 0; i < 50; ++i) {
     auto t0 = fiberio::Clock::now();
     EXPECT_EQ(client.get(url).status, 200);
@@ -291,8 +300,8 @@ TEST(HttpServer, IdleKeepAliveConnectionIsClosedAfterIdleTimeout) {
   FIBERIO_WATCHDOG(30);
   auto o = quiet_http();
   o.idle_timeout = 200ms;
-  http::Server server(Address("127.0.0.1", 0), test_router(), o);
-  server.start();
+  auto started_server = started(o);
+  auto& server = *started_server;
   Raw c(server.address());
   c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(c.read_until("hello"));
@@ -302,7 +311,7 @@ TEST(HttpServer, IdleKeepAliveConnectionIsClosedAfterIdleTimeout) {
   EXPECT_LT(fiberio::Clock::now() - t0, 3s);
   // The client's pool notices the closed connection and opens a new one, no error.
   http::Client client;
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port()) + "/hello";
+  auto url = base_url(server) + "/hello";
   EXPECT_EQ(client.get(url).status, 200);
   fiberio::sleep(400ms);
   EXPECT_EQ(client.get(url).status, 200);
@@ -314,8 +323,8 @@ TEST(HttpServer, GracefulStopFinishesRequestsAndClosesIdleConnections) {
   FIBERIO_WATCHDOG(30);
   fiberio_test::LeakCheck leaks;
   {
-    http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-    server.start();
+    auto started_server = started();
+    auto& server = *started_server;
     auto addr = server.address();
     Raw idle(addr);
     idle.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -350,10 +359,10 @@ TEST(HttpServer, HandlerExceptionIs500AndReported) {
   {
     http::Router r = test_router();
     r.get("/inject", [](http::Request&, http::Response& res) { res.headers.add("X-Evil", "a\r\nSet-Cookie: b"); });
-    http::Server server(Address("127.0.0.1", 0), r, quiet_http());
-    server.start();
+    auto started_server = started(quiet_http(), r);
+    auto& server = *started_server;
     http::Client client;
-    auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+    auto url = base_url(server);
     auto res = client.get(url + "/boom");
     EXPECT_EQ(res.status, 500);
     EXPECT_EQ(client.get(url + "/inject").status, 500) << "a header with a line break is refused, not sent";
@@ -369,10 +378,10 @@ TEST(HttpServer, HandlerExceptionIs500AndReported) {
 
 TEST(HttpServer, RouterAnswers404And405AndMatchesPrefixes) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
+  auto started_server = started();
+  auto& server = *started_server;
   http::Client client;
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+  auto url = base_url(server);
   EXPECT_EQ(client.get(url + "/nope").status, 404);
   auto r = client.request("DELETE", url + "/hello");
   EXPECT_EQ(r.status, 405);
@@ -389,10 +398,10 @@ TEST(HttpServer, RouterAnswers404And405AndMatchesPrefixes) {
 
 TEST(HttpServer, StreamingResponseIsChunkedOrRawForHttp10) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
+  auto started_server = started();
+  auto& server = *started_server;
   http::Client client;
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+  auto url = base_url(server);
   auto r = client.get(url + "/stream");
   EXPECT_EQ(r.body, "part0;part1;part2;");
   EXPECT_EQ(r.header("Transfer-Encoding"), "chunked");
@@ -414,9 +423,9 @@ TEST(HttpClient, RedirectsAreOffByDefaultAndFollowedWhenAsked) {
     res.status = 303;
     res.headers.set("Location", "/hello");
   });
-  http::Server server(Address("127.0.0.1", 0), r, quiet_http());
-  server.start();
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+  auto started_server = started(quiet_http(), r);
+  auto& server = *started_server;
+  auto url = base_url(server);
   http::Client plain;
   auto a = plain.post(url + "/old", "x");
   EXPECT_EQ(a.status, 303);
@@ -432,9 +441,9 @@ TEST(HttpClient, RedirectsAreOffByDefaultAndFollowedWhenAsked) {
 
 TEST(HttpClient, TimeoutBadUrlsAndRefused) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port());
+  auto started_server = started();
+  auto& server = *started_server;
+  auto url = base_url(server);
   http::ClientOptions o;
   o.timeout = 100ms;
   http::Client client(o);
@@ -456,9 +465,9 @@ TEST(HttpClient, TimeoutBadUrlsAndRefused) {
 
 TEST(HttpClient, ManyFibersShareOneClientWithABoundedPool) {
   FIBERIO_WATCHDOG(30);
-  http::Server server(Address("127.0.0.1", 0), test_router(), quiet_http());
-  server.start();
-  auto url = "http://127.0.0.1:" + std::to_string(server.address().port()) + "/slow?20";
+  auto started_server = started();
+  auto& server = *started_server;
+  auto url = base_url(server) + "/slow?20";
   http::Client client;
   std::vector<fiberio::Greenlet<int>> gs;
   for (int i = 0; i < 8; ++i)
