@@ -355,6 +355,21 @@ TEST(HttpServer, GracefulStopFinishesRequestsAndClosesIdleConnections) {
   leaks.check();
 }
 
+TEST(HttpServer, UnstartedServerAndSecondStopAreHarmless) {
+  FIBERIO_WATCHDOG(30);
+  fiberio_test::LeakCheck leaks;
+  { http::Server never(Address("127.0.0.1", 0), test_router(), quiet_http()); }
+  {
+    auto started_server = started();
+    auto& server = *started_server;
+    http::Client client;
+    EXPECT_EQ(client.get(base_url(server) + "/hello").status, 200);
+    server.stop();
+    server.stop();
+  }
+  leaks.check();
+}
+
 TEST(HttpServer, HandlerExceptionIs500AndReported) {
   FIBERIO_WATCHDOG(30);
   std::vector<std::string> reported;
