@@ -195,6 +195,7 @@ class LineConn {
   ~LineConn();
   LineConn(const LineConn&) = delete;
   LineConn& operator=(const LineConn&) = delete;
+  int fd() const noexcept { return fd_; }
 
   // A lingering close, as nginx's lingering_close: closing with request bytes still unread makes the
   // kernel send an RST, which can destroy the reply before the client has read it. So: FIN first,

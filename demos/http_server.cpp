@@ -7,75 +7,90 @@
 //
 // --model=sync    gunicorn's sync workers: --workers processes forked up front (default 4), each
 //                 serving one request at a time with plain blocking calls (/io is a real usleep)
-// --model=fiber   gunicorn's eventlet workers: a fiberio::StreamServer on --workers hub threads
+// --model=fiber   gunicorn's eventlet workers: a fiberio::http::Server on --workers hub threads
 //                 (default 1), a greenlet per connection (/io is fiberio::sleep)
 //
 //   $ http_server --model=sync --port 8000 &
 //   $ sh scripts/load.sh /cpu_task                   (the seed's load.sh: 10 concurrent curls)
 //   $ fiber_client --port 8000 -c 10 --http /io      (the same from a fiber client)
 //
-// One request per connection ("Connection: close"), as the seed's curl calls. A malformed request gets
-// 400, an unknown path 404, a method other than GET 405, a request line or header over 8 KiB (or more
-// than 100 headers) 431.
+// Both models serve with fiberio::http (Boost.Beast's parser over fiberio sockets): keep-alive is
+// off ("Connection: close", one request per connection, as the seed's curl calls and gunicorn's sync
+// workers); a malformed request gets 400, an unknown path 404, a method other than GET 405 (with
+// Allow), a request line plus headers over 8 KiB or more than 100 header fields 431, a body over
+// 1 MiB 413.
 #include <unistd.h>
 
 #include <chrono>
 #include <string>
-#include <variant>
 
 #include "demo_util.hpp"
-#include "http_request.hpp"
-#include "fiberio/stream.hpp"
+#include "fiberio/greenlet.hpp"
+#include "fiberio/http_server.hpp"
+#include "fiberio/io.hpp"
 #include "fiberio/time.hpp"
 
 namespace {
 
-long fibonacci(int n) { return n <= 1 ? (n < 0 ? 0 : n) : fibonacci(n - 1) + fibonacci(n - 2); }
+namespace http = fiberio::http;
 
-using demo::http::kMaxLine;
-using demo::http::read_request;
-using demo::http::render;
-using demo::http::Response;
+long fibonacci(int n) { return n <= 1 ? (n < 0 ? 0 : n) : fibonacci(n - 1) + fibonacci(n - 2); }
 
 int g_cpu_n = 42;  // --cpu-n
 
-// The endpoints; `sleep` is how this model waits for /io.
-template <class Sleep>
-Response route(const std::string& path, Sleep sleep) {
-  if (path == "/hello") return {200, "Hello, world!"};
-  if (path == "/cpu_task") return {200, fmt::format("Fibonacci({}) = {}", g_cpu_n, fibonacci(g_cpu_n))};
-  if (path == "/io") {
+// The endpoints; `sleep` is how this model waits for /io; `who` names the worker in the log line.
+http::Handler endpoints(std::function<void()> sleep, std::function<std::string()> who) {
+  auto text = [](http::Response& res, int status, std::string body) {
+    res.status = status;
+    res.headers.set("Content-Type", "text/plain");
+    res.body = std::move(body) + "\n";
+  };
+  http::Router router;
+  router.get("/hello", [text](http::Request&, http::Response& res) { text(res, 200, "Hello, world!"); });
+  router.get("/cpu_task", [text](http::Request&, http::Response& res) {
+    text(res, 200, fmt::format("Fibonacci({}) = {}", g_cpu_n, fibonacci(g_cpu_n)));
+  });
+  router.get("/io", [text, sleep](http::Request&, http::Response& res) {
     sleep();
-    return {200, R"({"message":"I/O task completed"})"};
-  }
-  return {404, "no such page: " + path};
+    text(res, 200, R"({"message":"I/O task completed"})");
+  });
+  router.not_found([text](http::Request& req, http::Response& res) { text(res, 404, "no such page: " + std::string(req.path())); });
+  return [router = std::move(router), who = std::move(who)](http::Request& req, http::Response& res) {
+    router(req, res);
+    res.headers.set("Connection", "close");
+    demo::say("{} {} -> {}", who(), req.peer, res.status);
+  };
 }
 
-template <class NextLine, class Sleep>
-Response serve(NextLine next_line, Sleep sleep) {
-  auto req = read_request(next_line);
-  if (auto* r = std::get_if<Response>(&req)) return *r;
-  return route(std::get<std::string>(req), sleep);
+http::ServerOptions options() {
+  http::ServerOptions o;
+  o.idle_timeout = std::chrono::seconds(10);  // a client that connects and sends nothing
+  return o;
 }
 
 int run_sync(const std::string& host, int port, int workers, std::chrono::milliseconds io) {
   auto& stop = demo::StopSignal::install(true);
   int lfd = demo::listen_tcp(host, port);
   demo::say("http_server (model=sync, workers={}) listening on {}", workers, demo::bound_address(lfd));
+  int worker_id = -1;
+  auto handler = endpoints([io] { ::usleep(static_cast<useconds_t>(io.count() * 1000)); },
+                           [&worker_id] { return fmt::format("[worker {} pid {}]", worker_id, ::getpid()); });
+  auto opts = options();
   demo::serve_prefork(
       lfd, stop,
-      [io](demo::LineConn& conn, const std::string& peer, int worker) {
-        auto next_line = [&conn](bool& too_long) -> std::optional<std::string> {
-          std::string line;
-          auto st = conn.read_line(line, kMaxLine);
-          too_long = st == demo::LineConn::Status::TooLong;
-          if (st == demo::LineConn::Status::Eof || st == demo::LineConn::Status::Stopped) return std::nullopt;
-          return line;
-        };
-        auto r = serve(next_line, [io] { ::usleep(static_cast<useconds_t>(io.count() * 1000)); });
-        demo::say("[worker {} pid {}] {} -> {}", worker, ::getpid(), peer, r.status);
-        conn.send_all(render(r));
-        conn.linger();
+      [&](demo::LineConn& conn, const std::string&, int worker) {
+        // The worker serves this one connection with fiberio's HTTP code on its main fiber: /io's
+        // usleep blocks the whole process, as a sync worker does.
+        worker_id = worker;
+        fiberio::Socket sock(::dup(conn.fd()));
+        // A stop (SIGINT/SIGTERM write the stop pipe) ends a wait for the client's request at once:
+        // the connection's reading side is shut, so the server sees EOF.
+        auto watch = fiberio::spawn([&sock, &stop] {
+          fiberio::wait_read(stop.fd());
+          sock.shutdown(fiberio::ShutdownHow::Read);
+        });
+        http::Server::serve_connection(sock, sock.peer_address(), handler, opts);
+        watch.kill();
       },
       workers);
   ::close(lfd);
@@ -84,27 +99,15 @@ int run_sync(const std::string& host, int port, int workers, std::chrono::millis
 }
 
 int run_fiber(const std::string& host, int port, int workers, std::chrono::milliseconds io) {
-  return demo::serve_fiber("http_server", fmt::format(", workers={}", workers), host, port,
-                           static_cast<unsigned>(workers), [io](fiberio::Socket& sock, const fiberio::Address& peer) {
-                             fiberio::Stream s(sock);
-                             auto next_line = [&s](bool& too_long) { return demo::read_request_line(s, kMaxLine, too_long); };
-                             auto r = serve(next_line, [io] { fiberio::sleep(io); });
-                             demo::say("[greenlet] {} -> {}", peer, r.status);
-                             s.write(render(r));
-                             s.flush();
-                             // A lingering close (see demo::LineConn::linger): FIN first, then drain
-                             // what the client still sends (bounded), so no RST destroys the reply.
-                             try {
-                               sock.shutdown(fiberio::ShutdownHow::Write);
-                               sock.set_timeout(std::chrono::seconds(1));
-                               for (std::size_t total = 0; total < (1u << 20);) {
-                                 auto rest = sock.recv(4096);
-                                 if (rest.empty()) break;
-                                 total += rest.size();
-                               }
-                             } catch (const std::exception&) {  // timed out or reset: close now
-                             }
-                           });
+  auto opts = options();
+  opts.server.workers = static_cast<unsigned>(workers);
+  http::Server server(fiberio::Address(host, static_cast<std::uint16_t>(port)),
+                      endpoints([io] { fiberio::sleep(io); }, [] { return std::string("[greenlet]"); }), opts);
+  server.start();
+  demo::say("http_server (model=fiber, workers={}) listening on {}", workers, server.address());
+  server.serve_forever();
+  demo::say("http_server stopped");
+  return 0;
 }
 
 }  // namespace
