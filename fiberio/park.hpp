@@ -15,6 +15,7 @@
 #include <boost/fiber/properties.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -98,6 +99,17 @@ class IntrusiveList {
   std::size_t size_ = 0;
 };
 
+// What a parked fiber waits on, for the run-info dump (runinfo.hpp): a static description and the
+// object's address. `object` is an FdState* for the Fd type, a GreenletBase* for Greenlet. Plain
+// pointers, set at the park point: recording them costs two stores.
+struct WaitOn {
+  enum class Type : std::uint8_t { Other, Sleep, Fd, Greenlet };
+  const char* what = "wait";  // "Event", "Lock", "Queue.get"..., or "read"/"write" for an fd
+  const void* object = nullptr;
+  Type type = Type::Other;
+  const char* op = nullptr;  // the operation, if `what` names only the object: "get", "put"...
+};
+
 // A fiber parked on a WaitList. Lives on the parked fiber's stack.
 struct Waiter {
   boost::fibers::waker waker;
@@ -105,6 +117,11 @@ struct Waiter {
   Waiter* next = nullptr;
   bool linked = false;
   bool notified = false;
+  // For the run-info dump, read only on the parked fiber's own thread: what it waits on, its deadline
+  // (kNoDeadline: none), and since when (the hub's loop time: at most one loop iteration early).
+  WaitOn on;
+  Deadline deadline;
+  Clock::time_point since;
 };
 
 // The parked fibers of one object, in arrival order. Guarded by the lock passed to park().
@@ -127,9 +144,10 @@ enum class WaitKind {
 // Returns true if notified, false if `deadline` passed. Throws GreenletExit / TimeoutError / LoopExit.
 // A notification always wins: if the fiber was notified it returns true, and a pending kill or
 // expired Timeout is delivered at its next suspension point instead — no hand-off is ever lost.
-bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local);
+// `on` says what it waits on, for the run-info dump.
+bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local, WaitOn on = {});
 // The same for a list only this thread touches (the hub's fd lists): no lock.
-bool park(WaitList& list, Deadline deadline, WaitKind kind);
+bool park(WaitList& list, Deadline deadline, WaitKind kind, WaitOn on = {});
 
 // Parks with nothing to wait for but the deadline (sleep). Throws as park().
 void park_until(Deadline deadline);
