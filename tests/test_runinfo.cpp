@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -183,6 +184,29 @@ TEST(RunInfo, DumpSignalPrintsToStderr) {
   EXPECT_TRUE(contains(r.err, "fiberio run info: 1 hub(s)")) << r.err;
   EXPECT_TRUE(contains(r.err, "\"sleepy\": parked on sleep")) << r.err;
   EXPECT_TRUE(contains(r.err, "MainGreenlet (the thread's main fiber): parked on sleep")) << r.err;
+}
+
+TEST(RunInfo, EnvironmentEnablesTheDumpSignal) {
+  FIBERIO_WATCHDOG(30);
+  if (std::getenv("FIBERIO_RUNINFO_TEST_CHILD")) {
+    // The re-executed child: its first hub read FIBERIO_DUMP_SIGNAL.
+    auto g = fiberio::spawn([] { fiberio::sleep(30s); });
+    g.set_name("env-sleeper");
+    fiberio::sleep(10ms);
+    ::raise(SIGUSR2);
+    fiberio::sleep(1500ms);
+    g.kill();
+    return;
+  }
+  std::string cmd = "FIBERIO_RUNINFO_TEST_CHILD=1 FIBERIO_DUMP_SIGNAL=SIGUSR2 /proc/" + std::to_string(::getpid()) +
+                    "/exe --gtest_filter=RunInfo.EnvironmentEnablesTheDumpSignal 2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  EXPECT_EQ(::pclose(f), 0) << out;  // SIGUSR2's default action would have killed it
+  EXPECT_TRUE(contains(out, "\"env-sleeper\": parked on sleep")) << out;
 }
 
 TEST(RunInfo, BadDumpSignalThrows) {
