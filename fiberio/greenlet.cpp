@@ -145,7 +145,7 @@ bool GreenletBase::join(OptDuration timeout) {
   auto kind = join_kind(hub_);
   detail::SpinLockGuard lk(lock_);
   while (!(status_ == Status::Succeeded || status_ == Status::Failed || status_ == Status::Killed)) {
-    if (!detail::park(joiners_, lk, deadline, kind, {"join", this, detail::WaitOn::Type::Greenlet}) && Clock::now() >= deadline) return false;
+    if (!detail::park(joiners_, lk, deadline, kind, {detail::kWaitJoin, this}) && Clock::now() >= deadline) return false;
   }
   return true;
 }

@@ -236,7 +236,7 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool leve
     explicit Hold(FdState* s) noexcept : st(s) { ++st->refs; }
     ~Hold() { release(st); }
   } hold(st);
-  bool notified = park(list, deadline, WaitKind::Fd, {dir == Io::Read ? "read" : "write", st, WaitOn::Type::Fd});
+  bool notified = park(list, deadline, WaitKind::Fd, {dir == Io::Read ? kWaitRead : kWaitWrite, st});
   if (st->closed) return FdWait::Closed;
   if (!notified) return FdWait::TimedOut;
   ready = false;  // this waiter consumes the event that woke it

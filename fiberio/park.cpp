@@ -81,7 +81,8 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   Hub& hub = Hub::current();
   Waiter w;
   w.waker = ctx->create_waker();
-  w.on = on;
+  w.what = on.what;
+  w.object = on.object;
   w.deadline = wake_at;
   w.since = hub.loop_time();
   list.push_back(w);
@@ -118,7 +119,7 @@ void park_until(Deadline deadline) {
   Spinlock s;
   SpinLockGuard lk(s);
   WaitList list;
-  while (Clock::now() < deadline) park(list, lk, deadline, WaitKind::Local, {"sleep", nullptr, WaitOn::Type::Sleep});
+  while (Clock::now() < deadline) park(list, lk, deadline, WaitKind::Local, {kWaitSleep, nullptr});
 }
 
 }  // namespace fiberio::detail

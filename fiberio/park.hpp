@@ -100,15 +100,18 @@ class IntrusiveList {
 };
 
 // What a parked fiber waits on, for the run-info dump (runinfo.hpp): a static description and the
-// object's address. `object` is an FdState* for the Fd type, a GreenletBase* for Greenlet. Plain
-// pointers, set at the park point: recording them costs two stores.
+// object's address. Two words, passed in registers and stored at the park point. The descriptions
+// below are told apart by address: for kWaitRead/kWaitWrite `object` is the FdState*, for kWaitJoin
+// the GreenletBase*.
 struct WaitOn {
-  enum class Type : std::uint8_t { Other, Sleep, Fd, Greenlet };
-  const char* what = "wait";  // "Event", "Lock", "Queue.get"..., or "read"/"write" for an fd
+  const char* what = kWaitOther;
   const void* object = nullptr;
-  Type type = Type::Other;
-  const char* op = nullptr;  // the operation, if `what` names only the object: "get", "put"...
+  static constexpr const char kWaitOther[] = "wait";
 };
+inline constexpr const char kWaitRead[] = "read";
+inline constexpr const char kWaitWrite[] = "write";
+inline constexpr const char kWaitSleep[] = "sleep";
+inline constexpr const char kWaitJoin[] = "join";
 
 // A fiber parked on a WaitList. Lives on the parked fiber's stack.
 struct Waiter {
@@ -119,7 +122,9 @@ struct Waiter {
   bool notified = false;
   // For the run-info dump, read only on the parked fiber's own thread: what it waits on, its deadline
   // (kNoDeadline: none), and since when (the hub's loop time: at most one loop iteration early).
-  WaitOn on;
+  // Left uninitialized here: park() sets them (this struct is built on every park).
+  const char* what;
+  const void* object;
   Deadline deadline;
   Clock::time_point since;
 };

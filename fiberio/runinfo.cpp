@@ -168,29 +168,22 @@ std::string socket_addresses(int fd) {
 
 // What w's fiber waits on, and since when; on the hub's thread (w's objects are alive while it waits).
 std::string describe_wait(const detail::Waiter& w, Clock::time_point now) {
-  using Type = detail::WaitOn::Type;
   std::string out;
-  switch (w.on.type) {
-    case Type::Fd: {
-      auto* st = static_cast<const detail::FdState*>(w.on.object);
-      out = fmt::format("fd {} {}{}", st->fd, w.on.what, socket_addresses(st->fd));
-      break;
-    }
-    case Type::Sleep:
-      out = "sleep";
-      break;
-    case Type::Greenlet: {
-      auto* g = static_cast<const GreenletBase*>(w.on.object);
-      out = fmt::format("join on greenlet {} ({})", g->id(), g->name());
-      break;
-    }
-    case Type::Other:
-      out = fmt::format("{}{}{} at {}", w.on.what, w.on.op ? "." : "", w.on.op ? w.on.op : "", w.on.object);
-      break;
+  bool sleep = w.what == detail::kWaitSleep;
+  if (w.what == detail::kWaitRead || w.what == detail::kWaitWrite) {
+    auto* st = static_cast<const detail::FdState*>(w.object);
+    out = fmt::format("fd {} {}{}", st->fd, w.what, socket_addresses(st->fd));
+  } else if (sleep) {
+    out = "sleep";
+  } else if (w.what == detail::kWaitJoin) {
+    auto* g = static_cast<const GreenletBase*>(w.object);
+    out = fmt::format("join on greenlet {} ({})", g->id(), g->name());
+  } else {
+    out = fmt::format("{} at {}", w.what, w.object);
   }
   if (w.since != Clock::time_point{}) out += ", for " + ms(now - w.since);
   if (w.deadline != detail::kNoDeadline)
-    out += fmt::format(", {} in {}", w.on.type == Type::Sleep ? "fires" : "times out", ms(w.deadline - now));
+    out += fmt::format(", {} in {}", sleep ? "fires" : "times out", ms(w.deadline - now));
   return out;
 }
 

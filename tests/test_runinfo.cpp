@@ -98,7 +98,7 @@ TEST(RunInfo, NamesWhatEachGreenletWaitsOnAndWhereItWasSpawned) {
   EXPECT_TRUE(contains(e, site(l_lock))) << e;
 
   e = entry_of(dump, queue_waiter.id());
-  EXPECT_TRUE(contains(e, "parked on fiberio::Queue.get at 0x")) << e;
+  EXPECT_TRUE(contains(e, "parked on fiberio queue: get at 0x")) << e;
   EXPECT_TRUE(contains(e, site(l_queue))) << e;
 
   e = entry_of(dump, joiner.id());
