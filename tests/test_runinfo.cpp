@@ -198,14 +198,10 @@ TEST(RunInfo, EnvironmentEnablesTheDumpSignal) {
     g.kill();
     return;
   }
-  std::string cmd = "FIBERIO_RUNINFO_TEST_CHILD=1 FIBERIO_DUMP_SIGNAL=SIGUSR2 /proc/" + std::to_string(::getpid()) +
-                    "/exe --gtest_filter=RunInfo.EnvironmentEnablesTheDumpSignal 2>&1";
-  FILE* f = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
-  EXPECT_EQ(::pclose(f), 0) << out;  // SIGUSR2's default action would have killed it
+  int status = -1;
+  std::string out = fiberio_test::rerun_self("FIBERIO_RUNINFO_TEST_CHILD=1 FIBERIO_DUMP_SIGNAL=SIGUSR2",
+                                             "RunInfo.EnvironmentEnablesTheDumpSignal", status);
+  EXPECT_EQ(status, 0) << out;  // SIGUSR2's default action would have killed it
   EXPECT_TRUE(contains(out, "\"env-sleeper\": parked on sleep")) << out;
 }
 
