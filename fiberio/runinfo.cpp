@@ -172,7 +172,9 @@ std::string describe_wait(const detail::Waiter& w, Clock::time_point now) {
   bool sleep = w.what == detail::kWaitSleep;
   if (w.what == detail::kWaitRead || w.what == detail::kWaitWrite) {
     auto* st = static_cast<const detail::FdState*>(w.object);
-    out = fmt::format("fd {} {}{}", st->fd, w.what, socket_addresses(st->fd));
+    // A number closed since (perhaps on another thread, perhaps reused) names some other file now.
+    bool gone = st->closed || st->stale();
+    out = fmt::format("fd {} {}{}", st->fd, w.what, gone ? " (closed since)" : socket_addresses(st->fd));
   } else if (sleep) {
     out = "sleep";
   } else if (w.what == detail::kWaitJoin) {
@@ -444,7 +446,19 @@ void start_dump_thread_locked(DumpSignal& d) {
 void dump_fork_child() {
   auto& d = DS();
   d.thread_running = false;  // the thread did not survive the fork
-  if (d.signo) start_dump_thread_locked(d);
+  if (d.pipe_read >= 0) {
+    // A pipe of its own: on the parent's, either process's dump thread could take the other's signal.
+    ::close(d.pipe_read);
+    ::close(g_dump_pipe.exchange(-1));
+    d.pipe_read = -1;
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) == 0) {
+      ::fcntl(fds[1], F_SETFL, O_NONBLOCK);
+      d.pipe_read = fds[0];
+      g_dump_pipe.store(fds[1]);
+    }
+  }
+  if (d.signo && d.pipe_read >= 0) start_dump_thread_locked(d);
   d.mu.unlock();
 }
 

@@ -186,6 +186,25 @@ TEST(RunInfo, DumpSignalPrintsToStderr) {
   EXPECT_TRUE(contains(r.err, "MainGreenlet (the thread's main fiber): parked on sleep")) << r.err;
 }
 
+TEST(RunInfo, ForkedChildDumpsItsOwnGreenletsOnTheSignal) {
+  FIBERIO_WATCHDOG(30);
+  fiberio::enable_dump_signal(SIGUSR1);  // in the parent: its dump thread and pipe exist before the fork
+  for (int round = 0; round < 3; ++round) {
+    auto r = fiberio_test::run_child([] {
+      auto g = fiberio::spawn([] { fiberio::sleep(30s); });
+      g.set_name("forked-sleepy");
+      fiberio::sleep(10ms);
+      ::raise(SIGUSR1);  // the child's own dump thread answers, on its own pipe
+      fiberio::sleep(1500ms);
+      g.kill();
+      return 0;
+    });
+    ASSERT_TRUE(r.exited_ok()) << r.describe();
+    EXPECT_TRUE(contains(r.err, "\"forked-sleepy\": parked on sleep")) << r.err;
+  }
+  fiberio::disable_dump_signal();
+}
+
 TEST(RunInfo, EnvironmentEnablesTheDumpSignal) {
   FIBERIO_WATCHDOG(30);
   if (std::getenv("FIBERIO_RUNINFO_TEST_CHILD")) {
