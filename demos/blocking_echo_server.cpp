@@ -51,8 +51,9 @@ void echo(int fd) {
 
 constexpr const char* kUsage = "usage: blocking_echo_server [--port N] [--host ADDR]   (default 127.0.0.1:5004)\n";
 
+// One line, as every demo's command-line error.
 int usage_error(const std::string& why) {
-  std::fprintf(stderr, "blocking_echo_server: %s\n%s", why.c_str(), kUsage);
+  std::fprintf(stderr, "blocking_echo_server: error: %s (blocking_echo_server --help shows the usage)\n", why.c_str());
   return 2;
 }
 
@@ -75,11 +76,12 @@ int main(int argc, char** argv) {
       }
       char* end = nullptr;
       long p = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || p < 0 || p > 65535) return usage_error("bad --port value: " + v);
+      if (v.empty() || *end || p < 0 || p > 65535) return usage_error("--port must be an integer in [0, 65535], got '" + v + "'");
       port = static_cast<int>(p);
       continue;
     }
-    return usage_error("unknown argument: " + a);
+    if (a == "--port" || a == "--host") return usage_error("option '" + a + "' needs a value");
+    return usage_error((a.rfind('-', 0) == 0 ? "unknown option '" : "unexpected argument '") + a + "'");
   }
 
   int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -88,7 +90,7 @@ int main(int argc, char** argv) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return usage_error("bad --host value: " + host);
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return usage_error("--host must be an IPv4 address, got '" + host + "'");
   if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, SOMAXCONN) != 0) {
     std::fprintf(stderr, "blocking_echo_server: cannot listen on %s:%d: %s\n", host.c_str(), port, std::strerror(errno));
     return 1;

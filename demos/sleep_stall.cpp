@@ -90,10 +90,20 @@ std::vector<double> measure(const char* key, const std::function<void()>& blocki
 }  // namespace
 
 int main(int argc, char** argv) {
+  static const char* const usage = "usage: sleep_stall [--monitor MS]   (takes about 7 s; --monitor reports each stall on stderr)\n";
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
   long monitor_ms = 0;
-  if (argc == 3 && std::strcmp(argv[1], "--monitor") == 0) monitor_ms = std::strtol(argv[2], nullptr, 10);
-  if (argc > 1 && monitor_ms <= 0) {
-    std::fputs("usage: sleep_stall [--monitor MS]   (takes about 7 s; --monitor reports each stall on stderr)\n", stderr);
+  char* end = nullptr;
+  if (argc == 3 && std::strcmp(argv[1], "--monitor") == 0) monitor_ms = std::strtol(argv[2], &end, 10);
+  if (argc > 1 && (monitor_ms <= 0 || *end != '\0')) {
+    // One line, as every demo's command-line error.
+    std::fprintf(stderr, "sleep_stall: error: %s (sleep_stall --help shows the usage)\n",
+                 argc == 3 && std::strcmp(argv[1], "--monitor") == 0 ? "--monitor takes a positive number of milliseconds"
+                 : std::strcmp(argv[1], "--monitor") == 0           ? "option '--monitor' needs a value"
+                                                                     : "unknown option or argument");
     return 2;
   }
   if (monitor_ms > 0) fiberio::enable_monitor(std::chrono::milliseconds(monitor_ms));

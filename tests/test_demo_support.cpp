@@ -519,6 +519,9 @@ std::string literally(const std::string& text) {
   return out;
 }
 
+// The end of every command-line error: the same line says where the usage is, and nothing follows.
+const std::string kOneLineTail = literally(" (prog --help shows the usage)") + "\n$";
+
 // Death tests re-execute the test binary instead of fork()ing a process with threads.
 void use_threadsafe_death_tests() {
 #ifdef GTEST_FLAG_SET
@@ -589,7 +592,7 @@ TEST(DemoCli, HelpPrintsTheUsageOnStdoutAndExitsZero) {
   }
 }
 
-TEST(DemoCli, BadCommandLinesExitTwoWithTheErrorAndTheUsage) {
+TEST(DemoCli, BadCommandLinesExitTwoWithOneLineSayingWhat) {
   use_threadsafe_death_tests();
   struct Bad {
     std::vector<std::string> args;
@@ -608,14 +611,14 @@ TEST(DemoCli, BadCommandLinesExitTwoWithTheErrorAndTheUsage) {
     for (auto& a : b.args) cmd += " " + a;
     SCOPED_TRACE(cmd);
     EXPECT_EXIT(parsed(b.args), ::testing::ExitedWithCode(2),
-                "^prog: error: " + literally(b.says) + "\nusage: prog \\[--port PORT\\]");
+                "^prog: error: " + literally(b.says) + kOneLineTail);
   }
 }
 
-TEST(DemoCli, BadValuesExitTwoWithTheErrorAndTheUsage) {
+TEST(DemoCli, BadValuesExitTwoWithOneLineSayingWhat) {
   use_threadsafe_death_tests();
   EXPECT_EXIT(parsed({"--port", "http"}).get_int("port", 0, 0, 65535), ::testing::ExitedWithCode(2),
-              "^prog: error: " + literally("--port must be an integer in [0, 65535], got 'http'") + "\nusage: prog ");
+              "^prog: error: " + literally("--port must be an integer in [0, 65535], got 'http'") + kOneLineTail);
   EXPECT_EXIT(parsed({"--port=70000"}).get_int("port", 0, 0, 65535), ::testing::ExitedWithCode(2),
               literally("--port must be an integer in [0, 65535], got '70000'"));
   EXPECT_EXIT(parsed({"--port=12 "}).get_int("port", 0, 0, 65535), ::testing::ExitedWithCode(2),
@@ -624,9 +627,9 @@ TEST(DemoCli, BadValuesExitTwoWithTheErrorAndTheUsage) {
   EXPECT_EXIT(parsed({"--port", "99999999999999999999999"}).get_int("port", 0, 0, 65535),
               ::testing::ExitedWithCode(2), "must be an integer");
   EXPECT_EXIT(parsed({"-m", "c"}).get_choice("model", "a", {"a", "b"}), ::testing::ExitedWithCode(2),
-              "^prog: error: " + literally("--model must be one of a|b, got 'c'") + "\nusage: prog ");
+              "^prog: error: " + literally("--model must be one of a|b, got 'c'") + kOneLineTail);
   EXPECT_EXIT(parsed({}).fail("--port is required"), ::testing::ExitedWithCode(2),
-              "^prog: error: --port is required\nusage: prog ");
+              "^prog: error: --port is required" + kOneLineTail);
 }
 
 TEST(DemoCli, ParseLongIsStrict) {

@@ -756,3 +756,88 @@ TEST(PatchedIo, FcloseOfAStreamWithoutAnFdLeavesErrnoAlone) {
   EXPECT_EQ(::fclose(m), 0);
   EXPECT_EQ(errno, 0);
 }
+
+// C code in fibers under a storm of signals (an interval timer every 200 µs, a handler without
+// SA_RESTART): each call either succeeds or fails with EINTR as libc allows, and a loop written the
+// usual C way (retry on EINTR, continue after a short write) moves every byte intact.
+TEST(PatchedSignals, CLoopsUnderASignalStormMoveEveryByte) {
+  FIBERIO_WATCHDOG(60);
+  fiberio::ensure_hub();
+  LeakCheck leaks;
+  static std::atomic<long> alarms{0};
+  struct sigaction sa {}, before {};
+  sa.sa_handler = [](int) { alarms.fetch_add(1, std::memory_order_relaxed); };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(::sigaction(SIGALRM, &sa, &before), 0);
+  itimerval every{{0, 200}, {0, 200}}, off{};
+  ASSERT_EQ(::setitimer(ITIMER_REAL, &every, nullptr), 0);
+  {
+    constexpr std::size_t kBytes = 1 << 20;
+    std::string sent(kBytes, '\0');
+    for (std::size_t i = 0; i < kBytes; ++i) sent[i] = static_cast<char>(i * 131 % 251);
+    auto write_all = [](int fd, const char* p, std::size_t n) {
+      while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= static_cast<std::size_t>(w);
+      }
+      return true;
+    };
+    auto read_all = [](int fd, std::size_t n) {
+      std::string out;
+      char buf[4096];
+      while (out.size() < n) {
+        ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        out.append(buf, static_cast<std::size_t>(r));
+      }
+      return out;
+    };
+    Listener l;
+    auto server = fiberio::spawn([&] {
+      int c;
+      while ((c = ::accept(l.fd, nullptr, nullptr)) < 0 && errno == EINTR) {}
+      EXPECT_GE(c, 0) << std::strerror(errno);
+      std::string got = read_all(c, kBytes);
+      EXPECT_TRUE(write_all(c, got.data(), got.size()));
+      ::close(c);
+    });
+    auto sleeper = fiberio::spawn([] {
+      for (int i = 0; i < 20; ++i) {
+        timespec ts{0, 1'000'000}, left{};
+        while (::nanosleep(&ts, &left) != 0) {
+          EXPECT_EQ(errno, EINTR);
+          ts = left;
+        }
+      }
+    });
+    std::string echoed;
+    auto client = fiberio::spawn([&] {
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(static_cast<std::uint16_t>(l.port));
+      int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      if (rc != 0 && errno == EINTR) {  // the connection goes on in the background: wait for it
+        pollfd p{s, POLLOUT, 0};
+        while (::poll(&p, 1, -1) < 0 && errno == EINTR) {}
+        rc = 0;
+      }
+      EXPECT_EQ(rc, 0) << std::strerror(errno);
+      auto reader = fiberio::spawn([&] { echoed = read_all(s, kBytes); });
+      EXPECT_TRUE(write_all(s, sent.data(), sent.size()));
+      reader.join();
+      ::close(s);
+    });
+    EXPECT_EQ(fiberio::joinall({server, sleeper, client}, 30s).size(), 3u);
+    EXPECT_TRUE(echoed == sent) << "echoed " << echoed.size() << " of " << sent.size() << " bytes, or corrupted";
+  }
+  ::setitimer(ITIMER_REAL, &off, nullptr);
+  ::sigaction(SIGALRM, &before, nullptr);
+  EXPECT_GT(alarms.load(), 10);
+  leaks.check();
+}

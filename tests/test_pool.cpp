@@ -479,7 +479,7 @@ TEST(RaceCounterDemo, LosesUpdatesWithoutLockAndNoneWithLock) {
 
   auto bad = run_race_counter("-n zero");
   EXPECT_NE(bad.status, 0);
-  EXPECT_NE(bad.output.find("usage:"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("race_counter: error: "), std::string::npos) << bad.output;
   auto help = run_race_counter("--help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("usage:"), std::string::npos) << help.output;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <fiberio/fiberio.hpp>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -169,8 +170,14 @@ class ServerProcess {
       rpc::ServeOptions o;
       o.port = static_cast<std::uint16_t>(port_);
       o.max_frame = 64 * 1024;
-      auto api = rpc::demo_functions();
-      std::_Exit(model == "epoll" ? rpc::serve_epoll(api, o) : model == "threads" ? rpc::serve_threads(api, o) : rpc::serve_fiber(api, o));
+      // Never back into the test's own code: a server that throws ends the child with a message.
+      try {
+        auto api = rpc::demo_functions();
+        std::_Exit(model == "epoll" ? rpc::serve_epoll(api, o) : model == "threads" ? rpc::serve_threads(api, o) : rpc::serve_fiber(api, o));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "rpc %s server: %s\n", model.c_str(), e.what());
+        std::_Exit(3);
+      }
     }
     EXPECT_TRUE(fiberio_test::eventually([&] {
       try {

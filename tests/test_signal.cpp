@@ -2,11 +2,13 @@
 #include <fiberio/fiberio.hpp>
 #include <netdb.h>
 #include <signal.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/leak_check.hpp"
 #include "support/servers.hpp"
@@ -72,4 +74,65 @@ TEST(SignalHandler, TwoHandlersBothRunAndDispositionRestoredAfterLast) {
   ::sigaction(SIGUSR2, nullptr, &after);
   EXPECT_EQ(after.sa_handler, before.sa_handler);
   leaks.check();  // the pipe is closed and its reader greenlet gone
+}
+
+// A process whose own code takes a signal every 200 µs (an interval timer, a handler installed
+// without SA_RESTART, as a profiler or a watchdog library would): every system call of the hub
+// and of the I/O paths may fail with EINTR. No byte is lost, no wait is cut short or lost, no
+// offload is abandoned.
+TEST(SignalStorm, IoTimersAndOffloadsAreUnaffectedByEintr) {
+  FIBERIO_WATCHDOG(60);
+  static std::atomic<long> alarms{0};
+  struct sigaction sa {}, before {};
+  sa.sa_handler = [](int) { alarms.fetch_add(1, std::memory_order_relaxed); };
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: interrupted calls fail with EINTR
+  ASSERT_EQ(::sigaction(SIGALRM, &sa, &before), 0);
+  itimerval every{{0, 200}, {0, 200}}, off{};
+  ASSERT_EQ(::setitimer(ITIMER_REAL, &every, nullptr), 0);
+
+  constexpr int kPairs = 20, kMessages = 200;
+  std::vector<fiberio::GreenletRef> all;
+  std::atomic<int> echoed{0};
+  std::vector<std::pair<fiberio::Socket, fiberio::Socket>> pairs;
+  for (int i = 0; i < kPairs; ++i) pairs.push_back(fiberio::Socket::pair());
+  for (auto& [a, b] : pairs) {
+    all.push_back(fiberio::spawn([&b = b] {
+      fiberio::Stream s(b);
+      for (std::string line; !(line = s.read_line()).empty();) {
+        s.write(line);
+        s.flush();
+      }
+    }));
+    all.push_back(fiberio::spawn([&a = a, &echoed] {
+      fiberio::Stream s(a);
+      const std::string big(3000, 'b');  // lines larger than a single read, some of them
+      for (int m = 0; m < kMessages; ++m) {
+        std::string line = (m % 10 == 0 ? big : std::string("m")) + std::to_string(m) + "\n";
+        s.write(line);
+        s.flush();
+        ASSERT_EQ(s.read_line(), line);
+        ++echoed;
+      }
+      a.shutdown(fiberio::ShutdownHow::Write);
+    }));
+  }
+  // Sleeps are never cut short by the signals, and offloads are waited for.
+  all.push_back(fiberio::spawn([] {
+    for (int i = 0; i < 20; ++i) {
+      auto t0 = fiberio::Clock::now();
+      fiberio::sleep(2ms);
+      EXPECT_GE(fiberio::Clock::now() - t0, 2ms);
+      EXPECT_EQ(fiberio::default_threadpool().apply([i] {
+        std::this_thread::sleep_for(100us);
+        return i;
+      }), i);
+    }
+  }));
+  EXPECT_EQ(fiberio::joinall(all, 30s).size(), all.size());
+  ::setitimer(ITIMER_REAL, &off, nullptr);
+  ::sigaction(SIGALRM, &before, nullptr);
+  for (auto& g : all) EXPECT_TRUE(g.successful());
+  EXPECT_EQ(echoed.load(), kPairs * kMessages);
+  EXPECT_GT(alarms.load(), 10);  // the storm really happened
 }

@@ -103,7 +103,8 @@ std::string Cli::get_choice(const std::string& name, std::string def, const std:
 
 void Cli::fail(const std::string& msg) const {
   std::fflush(stdout);
-  std::fprintf(stderr, "%s: error: %s\n%s", prog_.c_str(), msg.c_str(), usage().c_str());
+  // One line, as every error of a demo: what is wrong, and where the usage is.
+  std::fprintf(stderr, "%s: error: %s (%s --help shows the usage)\n", prog_.c_str(), msg.c_str(), prog_.c_str());
   std::exit(2);
 }
 
