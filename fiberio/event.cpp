@@ -28,7 +28,7 @@ bool Event::wait(OptDuration timeout) {
   detail::SpinLockGuard lk(lock_);
   // A set() wakes every fiber waiting at that moment, even if clear() follows before it runs (gevent).
   while (!flag_)
-    if (detail::park(waiters_, lk, deadline, detail::WaitKind::External)) return true;
+    if (detail::park(waiters_, lk, deadline, detail::WaitKind::External, {"fiberio::Event", this})) return true;
     else if (Clock::now() >= deadline) return flag_;
   return true;
 }

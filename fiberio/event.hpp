@@ -78,7 +78,7 @@ class AsyncResult {
     auto deadline = detail::deadline_after(timeout);
     detail::SpinLockGuard lk(s_->lock);
     while (!s_->done)
-      if (!detail::park(s_->waiters, lk, deadline, detail::WaitKind::External) && Clock::now() >= deadline)
+      if (!detail::park(s_->waiters, lk, deadline, detail::WaitKind::External, {"fiberio::AsyncResult", s_.get()}) && Clock::now() >= deadline)
         return false;
     return true;
   }

@@ -17,6 +17,7 @@
 #include "fiberio/local.hpp"
 #include "fiberio/monitor.hpp"
 #include "fiberio/pool.hpp"
+#include "fiberio/runinfo.hpp"
 #include "fiberio/queue.hpp"
 #include "fiberio/select.hpp"
 #include "fiberio/stack.hpp"

@@ -16,9 +16,14 @@ namespace detail {
 class ThreadGreenlets {
  public:
   std::size_t size() const noexcept { return live_.size(); }
-  void add(GreenletBase* g) {
+  GreenletBase* at(std::size_t i) const noexcept { return live_[i]; }
+  void add(GreenletBase* g, const void* site) {
     g->registry_index_ = live_.size();
     live_.push_back(g);
+    g->spawn_site_ = site;
+    if (auto* p = boost::fibers::context::active()->get_properties())
+      if (GreenletBase* parent = static_cast<FiberState*>(p)->greenlet) g->spawner_ = parent->id();
+    if (hooks_active()) [[unlikely]] fire_spawn(g->id(), g->spawner_);
   }
   void remove(GreenletBase* g) noexcept {
     auto i = g->registry_index_;
@@ -140,7 +145,7 @@ bool GreenletBase::join(OptDuration timeout) {
   auto kind = join_kind(hub_);
   detail::SpinLockGuard lk(lock_);
   while (!(status_ == Status::Succeeded || status_ == Status::Failed || status_ == Status::Killed)) {
-    if (!detail::park(joiners_, lk, deadline, kind) && Clock::now() >= deadline) return false;
+    if (!detail::park(joiners_, lk, deadline, kind, {detail::kWaitJoin, this}) && Clock::now() >= deadline) return false;
   }
   return true;
 }
@@ -175,8 +180,10 @@ void GreenletBase::unlink(detail::Links::Id id) {
 }
 
 void GreenletBase::begin() noexcept {
+  stack_top_ = __builtin_frame_address(0);  // the body's frames, and any parked waiter, lie below
   ctx_ = boost::fibers::context::active();
   detail::fiber_state(ctx_).greenlet = this;
+  if (detail::hooks_active()) [[unlikely]] detail::fire_started(id_);
   detail::SpinLockGuard lk(lock_);
   status_ = Status::Running;
 }
@@ -198,6 +205,7 @@ void GreenletBase::finish(Status outcome, std::exception_ptr error) noexcept {
   }
   thread_greenlets().remove(this);
   hub_->fiber_finished();
+  if (detail::hooks_active()) [[unlikely]] detail::fire_finish(id_);
   detail::Links::run(callbacks);
   detail::fiber_state(ctx_).greenlet = nullptr;
 }
@@ -237,7 +245,13 @@ namespace {
 [[maybe_unused]] const bool made_at_load = static_cast<bool>(greenlet_exit());  // before memory runs short
 }
 
-void register_greenlet(GreenletBase* g) { thread_greenlets().add(g); }
+void register_greenlet(GreenletBase* g, const void* site) { thread_greenlets().add(g, site); }
+
+void for_each_greenlet(const std::function<void(GreenletBase&)>& fn) {
+  for (std::size_t i = 0; i < thread_greenlets().size(); ++i) fn(*thread_greenlets().at(i));
+}
+
+const void* caller_address() noexcept { return __builtin_return_address(0); }
 void clean_up_at_thread_exit() { thread_greenlets(); }
 
 void report_callback_error(std::exception_ptr e) noexcept {
@@ -302,7 +316,8 @@ std::vector<GreenletRef> joinall(std::span<const GreenletRef> greenlets, OptDura
         }
       }
       if (shared->done.size() >= want) break;
-      if (!detail::park(shared->waiters, lk, deadline, foreign ? detail::WaitKind::External : detail::WaitKind::Local) &&
+      if (!detail::park(shared->waiters, lk, deadline, foreign ? detail::WaitKind::External : detail::WaitKind::Local,
+                        {"fiberio::joinall", shared.get()}) &&
           Clock::now() >= deadline)
         break;
     }

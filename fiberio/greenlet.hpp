@@ -67,6 +67,15 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   detail::Links::Id rawlink(std::function<void()> cb);
   void unlink(detail::Links::Id id);
 
+  // For the run-info dump (runinfo.hpp); read on the greenlet's own thread. spawn_site: a return
+  // address in the code that called spawn (symbolized only when a dump asks); spawner: the id of the
+  // greenlet that spawned it (0: a thread's main fiber); stack_top: a frame address near the top of
+  // its fiber's stack, below which its own frames lie; context: its fiber once it has started.
+  const void* spawn_site() const noexcept { return spawn_site_; }
+  std::uint64_t spawner() const noexcept { return spawner_; }
+  const void* stack_top() const noexcept { return stack_top_; }
+  boost::fibers::context* context() const noexcept { return ctx_; }
+
  protected:
   GreenletBase();
   struct MainTag {};
@@ -95,6 +104,9 @@ class GreenletBase : public std::enable_shared_from_this<GreenletBase> {
   friend class detail::ThreadGreenlets;
   std::size_t registry_index_ = 0;  // its place in this thread's live greenlets
   bool killed_at_exit_ = false;     // thread exit has killed it once
+  const void* spawn_site_ = nullptr;
+  std::uint64_t spawner_ = 0;
+  const void* stack_top_ = nullptr;
 };
 
 template <class Body>
@@ -221,43 +233,50 @@ class Greenlet : public GreenletRef {
 
 namespace detail {
 // This thread's live greenlets (greenlet.cpp): what live_greenlets() counts and thread exit unwinds.
-void register_greenlet(GreenletBase* g);
+// site: where spawn was called (spawn_site()).
+void register_greenlet(GreenletBase* g, const void* site = nullptr);
+// Calls fn for each live greenlet of this thread (the run-info dump); fn must not spawn or block.
+void for_each_greenlet(const std::function<void(GreenletBase&)>& fn);
+// Its caller's return address: called from spawn(), which is always inlined, it is an address in the
+// code that called spawn. Costs a call; the debug info turns it into file:line only when a dump asks.
+[[gnu::noinline]] const void* caller_address() noexcept;
 // Makes sure thread exit unwinds this thread's greenlets and frees its main fiber's locals.
 void clean_up_at_thread_exit();
 
 template <class R, class Fn>
-Greenlet<R> launch(Fn&& fn) {
+Greenlet<R> launch(Fn&& fn, const void* site = nullptr) {
   Hub& hub = Hub::current();
   auto st = std::make_shared<GreenletState<R>>();
   boost::fibers::fiber f(std::allocator_arg, PooledStack{&hub.stacks()},
                          [st, fn = std::forward<Fn>(fn)]() mutable { st->run_body(fn); });
   f.detach();
-  register_greenlet(st.get());  // only once the fiber exists: a failed spawn leaves no registration
+  register_greenlet(st.get(), site);  // only once the fiber exists: a failed spawn leaves no registration
   return Greenlet<R>(std::move(st));
 }
 }  // namespace detail
 
 // Starts f(args...) in a new greenlet; it runs when the caller next blocks or yields. The arguments
 // are copied or moved into the greenlet, as std::thread's are: pass std::ref(x) for f to take a T&.
+// Always inlined, so that the run-info dump can name the line that spawned (detail::caller_address).
 template <class F, class... Args>
-auto spawn(F&& f, Args&&... args) {
+[[gnu::always_inline]] inline auto spawn(F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
   // A tuple of the decayed types, not make_tuple: make_tuple turns std::ref(x) into a T& member, which
   // std::move then made a T&& that a T& parameter cannot take.
   return detail::launch<R>([fn = std::forward<F>(f), tup = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
     return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
-  });
+  }, detail::caller_address());
 }
 
 // As spawn(), but f starts only after `delay` (killing it before then means it never runs).
 template <class F, class... Args>
-auto spawn_later(Duration delay, F&& f, Args&&... args) {
+[[gnu::always_inline]] inline auto spawn_later(Duration delay, F&& f, Args&&... args) {
   using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
   return detail::launch<R>(
       [delay, fn = std::forward<F>(f), tup = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
         sleep(delay);
         return std::apply([&](auto&&... a) -> R { return std::invoke(fn, std::move(a)...); }, tup);
-      });
+      }, detail::caller_address());
 }
 
 // Live greenlets on this thread.

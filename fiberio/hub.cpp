@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 
+#include <bit>
 #include <mutex>
 
 #include "fiberio/detail/fd_registry.hpp"
@@ -45,6 +46,11 @@ Hub::Hub() { events_.reserve(64); }
 
 Hub::~Hub() {
   monitor_hub_ended(this);
+  {
+    SpinLockGuard lk(mail_lock_);
+    for (auto& fn : calls_) fn(false);  // their callers are told this hub is gone
+    calls_.clear();
+  }
   FdRegistry::instance().hub_ended(this);
   for (FdState* st : fds_)
     if (st) {
@@ -124,9 +130,17 @@ void prefetch_frames(const Waiter* w) noexcept {
 
 bool Hub::poll(std::int64_t timeout_ns) noexcept {
   events_.clear();
+  auto start = Clock::now();
+  // How long fibers ran since the last poll: the latency a new event would have seen.
+  if (loop_iterations_++) {
+    auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(start - loop_time_).count());
+    ++latency_[std::min<std::size_t>(static_cast<std::size_t>(std::bit_width(us)), kLatencyBuckets - 1)];
+  }
   polling_.store(true, std::memory_order_relaxed);
   poller_.wait(timeout_ns, events_);
   polling_.store(false, std::memory_order_relaxed);
+  loop_time_ = Clock::now();
+  poll_time_ += loop_time_ - start;
   bool noticed = notified_.exchange(false);
   if (has_mail_.load(std::memory_order_acquire)) [[unlikely]] read_mail();
   for (auto& ev : events_)
@@ -160,6 +174,7 @@ void Hub::raise_loop_exit() noexcept {
 }
 
 void Hub::count_wait(WaitKind k, int delta) noexcept {
+  parked_ += static_cast<std::size_t>(delta);
   if (k == WaitKind::External) external_waiters_ += delta;
   else if (k == WaitKind::Fd) fd_waiters_ += delta;
 }
@@ -221,7 +236,7 @@ FdWait Hub::wait_fd(int fd, Io dir, Deadline deadline, bool exclusive, bool leve
     explicit Hold(FdState* s) noexcept : st(s) { ++st->refs; }
     ~Hold() { release(st); }
   } hold(st);
-  bool notified = park(list, deadline, WaitKind::Fd);
+  bool notified = park(list, deadline, WaitKind::Fd, {dir == Io::Read ? kWaitRead : kWaitWrite, st});
   if (st->closed) return FdWait::Closed;
   if (!notified) return FdWait::TimedOut;
   ready = false;  // this waiter consumes the event that woke it
@@ -252,17 +267,31 @@ void Hub::post_forget(int fd) noexcept {
   notify();
 }
 
+void Hub::post_call(std::function<void(bool)> fn) {
+  {
+    SpinLockGuard lk(mail_lock_);
+    calls_.push_back(std::move(fn));
+  }
+  has_mail_.store(true, std::memory_order_release);
+  notify();
+}
+
+std::size_t Hub::ready_count() const noexcept { return ready_.size(); }
+
 void Hub::read_mail() noexcept {
   std::array<int, 64> fds;
   std::size_t n;
   bool overflow;
+  std::vector<std::function<void(bool)>> calls;
   {
     SpinLockGuard lk(mail_lock_);
     has_mail_.store(false, std::memory_order_relaxed);
     n = std::exchange(mail_count_, 0);
     std::copy_n(mail_.begin(), n, fds.begin());
     overflow = std::exchange(mail_overflow_, false);
+    calls.swap(calls_);
   }
+  for (auto& fn : calls) fn(true);
   // Only a stale registration is dropped: the number may have been reused and registered again.
   if (overflow) {
     for (std::size_t fd = 0; fd < fds_.size(); ++fd)

@@ -20,9 +20,11 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <vector>
 
 #include "fiberio/clock.hpp"
+#include "fiberio/detail/hooks.hpp"
 #include "fiberio/errors.hpp"
 #include "fiberio/park.hpp"
 #include "fiberio/poller.hpp"
@@ -127,6 +129,22 @@ class Hub final : public boost::fibers::algo::algorithm {
   boost::fibers::context* running() const noexcept { return running_.load(std::memory_order_relaxed); }
   bool polling() const noexcept { return polling_.load(std::memory_order_relaxed); }
   void count_wait(WaitKind k, int delta) noexcept;
+
+  // ---- counters for hub_stats() and the run-info dump (runinfo.hpp): this thread's only ----
+  // When the last poll returned: "now" to within one loop iteration, for free (park() stamps it).
+  Clock::time_point loop_time() const noexcept { return loop_time_; }
+  std::uint64_t loop_iterations() const noexcept { return loop_iterations_; }
+  Duration poll_time() const noexcept { return poll_time_; }
+  std::size_t parked() const noexcept { return parked_; }
+  std::size_t ready_count() const noexcept;
+  boost::fibers::context* main_context() const noexcept { return main_ctx_; }
+  static constexpr std::size_t kLatencyBuckets = 24;
+  // Loop iterations by the time the hub ran fibers between two polls: bucket 0 under 1 us, bucket i
+  // in [2^(i-1), 2^i) us, the last one everything longer.
+  const std::array<std::uint64_t, kLatencyBuckets>& loop_latency() const noexcept { return latency_; }
+  // From any thread: runs fn(true) on this hub's thread at its next poll (fn(false) there instead if
+  // the hub is destroyed first). fn must not throw or block. For runinfo.cpp's cross-thread dump.
+  void post_call(std::function<void(bool)> fn);
   // Fibers of this hub with a pending kill/LoopExit, plus live Timeout guards. While zero,
   // check_interrupts() has nothing to look at and returns at once.
   std::size_t armed = 0;
@@ -168,8 +186,14 @@ class Hub final : public boost::fibers::algo::algorithm {
   std::atomic<bool> polling_{false};
   void count_switch(boost::fibers::context* to) noexcept {
     switches_.store(switches_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (hooks_active()) [[unlikely]] fire_switch(running_.load(std::memory_order_relaxed), to);
     running_.store(to, std::memory_order_relaxed);
   }
+  Clock::time_point loop_time_{};
+  std::uint64_t loop_iterations_ = 0;
+  Duration poll_time_{};
+  std::size_t parked_ = 0;
+  std::array<std::uint64_t, kLatencyBuckets> latency_{};
   // Boost.Fiber's dispatcher fiber (timers, wake-ups from other threads, freeing finished fibers) is
   // held here rather than queued behind every ready fiber: it runs when nothing else is ready, or
   // once per kDispatchEvery picks while fibers stay busy, or after kReapEvery greenlets finished (it
@@ -192,6 +216,7 @@ class Hub final : public boost::fibers::algo::algorithm {
   bool mail_overflow_ = false;
   std::size_t mail_count_ = 0;
   std::array<int, 64> mail_{};
+  std::vector<std::function<void(bool)>> calls_;  // post_call()'s, under mail_lock_
 };
 
 inline void check_interrupts() {

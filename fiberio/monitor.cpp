@@ -118,12 +118,7 @@ void on_signal(int, siginfo_t*, void* uc) {
 }
 
 // ---- on the monitor thread ----
-std::string thread_name(pid_t tid) {
-  std::ifstream f(fmt::format("/proc/self/task/{}/comm", tid));
-  std::string name;
-  std::getline(f, name);
-  return name;
-}
+using detail::thread_name;
 
 // "running", or the syscall number followed by its six arguments, the stack pointer and the pc.
 struct SyscallState {
@@ -146,59 +141,14 @@ SyscallState syscall_state(pid_t tid) {
   return st;
 }
 
-bool read_mem(std::uintptr_t addr, void* out, std::size_t n) {
-  iovec local{out, n}, remote{reinterpret_cast<void*>(addr), n};
-  return ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
-}
-
-struct Mapping {
-  std::uintptr_t lo, hi;
-  bool exec;
-};
-std::vector<Mapping> mappings() {
-  std::vector<Mapping> maps;
-  std::ifstream f("/proc/self/maps");
-  for (std::string line; std::getline(f, line);) {
-    std::istringstream in(line);
-    std::string range, perms;
-    in >> range >> perms;
-    auto dash = range.find('-');
-    if (dash == std::string::npos) continue;
-    maps.push_back({std::strtoull(range.substr(0, dash).c_str(), nullptr, 16),
-                    std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16), perms.size() > 2 && perms[2] == 'x'});
-  }
-  return maps;
-}
-
-// x86-64: is w a return address, i.e. just after a call (e8 rel32, or ff /2 of 2 to 7 bytes)?
-bool after_call(std::uintptr_t w) {
-  unsigned char b[7];
-  if (!read_mem(w - 7, b, 7)) return false;
-  if (b[2] == 0xe8) return true;
-  for (int len = 2; len <= 7; ++len)
-    if (b[7 - len] == 0xff && ((b[8 - len] >> 3) & 7) == 2) return true;
-  return false;
-}
-
 // The stack of a thread blocked in the kernel: pc, then the return addresses found above sp.
 std::vector<std::uintptr_t> scan_stack(const SyscallState& st) {
   std::vector<std::uintptr_t> out{st.pc};
-  auto maps = mappings();
-  auto find = [&](std::uintptr_t a) -> const Mapping* {
-    for (auto& m : maps)
-      if (a >= m.lo && a < m.hi) return &m;
-    return nullptr;
-  };
-  const Mapping* stack = find(st.sp);
-  if (!stack) return out;
-  std::uintptr_t end = std::min(stack->hi, st.sp + 256 * 1024);
-  std::vector<std::uintptr_t> words((end - st.sp) / sizeof(std::uintptr_t));
-  if (words.empty() || !read_mem(st.sp, words.data(), words.size() * sizeof(std::uintptr_t))) return out;
-  for (auto w : words) {
-    if (out.size() >= static_cast<std::size_t>(kMaxFrames)) break;
-    const Mapping* m = w > 7 ? find(w) : nullptr;
-    if (m && m->exec && after_call(w)) out.push_back(w);
-  }
+  detail::StackScanner scanner;
+  std::uintptr_t end = scanner.mapping_end(st.sp);
+  if (!end) return out;
+  auto found = scanner.scan(st.sp, std::min(end, st.sp + 256 * 1024), kMaxFrames - 1);
+  out.insert(out.end(), found.begin(), found.end());
   return out;
 }
 
@@ -214,6 +164,8 @@ StallFrame symbolize(std::uintptr_t addr, bool return_address) {
 }
 
 void deliver(const StallReport& r) {
+  if (r.kind == StallReport::Kind::Stalled && detail::hooks_active())
+    detail::fire_stall(r.greenlet_id, static_cast<std::uint64_t>(r.duration.count()));
   StallHandler h;
   {
     std::lock_guard lk(M().mu);
@@ -471,6 +423,82 @@ int monitor_signal() {
 }
 
 namespace detail {
+std::string thread_name(pid_t tid) {
+  std::ifstream f(fmt::format("/proc/self/task/{}/comm", tid));
+  std::string name;
+  std::getline(f, name);
+  return name;
+}
+
+bool read_memory(std::uintptr_t addr, void* out, std::size_t n) noexcept {
+  iovec local{out, n}, remote{reinterpret_cast<void*>(addr), n};
+  return ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
+}
+
+StackScanner::StackScanner() {
+  std::ifstream f("/proc/self/maps");
+  for (std::string line; std::getline(f, line);) {
+    std::istringstream in(line);
+    std::string range, perms;
+    in >> range >> perms;
+    auto dash = range.find('-');
+    if (dash == std::string::npos) continue;
+    maps_.push_back({std::strtoull(range.substr(0, dash).c_str(), nullptr, 16),
+                     std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16), perms.size() > 2 && perms[2] == 'x'});
+  }
+  std::sort(maps_.begin(), maps_.end(), [](const Mapping& a, const Mapping& b) { return a.lo < b.lo; });
+}
+
+const StackScanner::Mapping* StackScanner::find(std::uintptr_t a) const noexcept {
+  auto it = std::upper_bound(maps_.begin(), maps_.end(), a, [](std::uintptr_t x, const Mapping& m) { return x < m.lo; });
+  if (it == maps_.begin()) return nullptr;
+  --it;
+  return a < it->hi ? &*it : nullptr;
+}
+
+std::uintptr_t StackScanner::mapping_end(std::uintptr_t addr) const noexcept {
+  const Mapping* m = find(addr);
+  return m ? m->hi : 0;
+}
+
+// x86-64: is w a return address, i.e. just after a call (e8 rel32, or ff /2 of 2 to 7 bytes)?
+bool StackScanner::after_call(std::uintptr_t w) {
+  if (auto it = after_call_.find(w); it != after_call_.end()) return it->second;
+  unsigned char b[7];
+  bool yes = false;
+  if (read_memory(w - 7, b, 7)) {
+    yes = b[2] == 0xe8;
+    for (int len = 2; len <= 7 && !yes; ++len)
+      if (b[7 - len] == 0xff && ((b[8 - len] >> 3) & 7) == 2) yes = true;
+  }
+  after_call_.emplace(w, yes);
+  return yes;
+}
+
+std::vector<std::uintptr_t> StackScanner::scan(std::uintptr_t lo, std::uintptr_t hi, std::size_t max) {
+  std::vector<std::uintptr_t> out;
+  lo &= ~(sizeof(std::uintptr_t) - 1);
+  if (hi <= lo) return out;
+  std::vector<std::uintptr_t> words((hi - lo) / sizeof(std::uintptr_t));
+  if (words.empty() || !read_memory(lo, words.data(), words.size() * sizeof(std::uintptr_t))) return out;
+  for (auto w : words) {
+    if (out.size() >= max) break;
+    const Mapping* m = w > 7 ? find(w) : nullptr;
+    if (m && m->exec && after_call(w)) out.push_back(w);
+  }
+  return out;
+}
+
+void for_each_hub(const std::function<void(const HubSlot&)>& fn) {
+  std::lock_guard lk(M().mu);
+  auto now = SteadyClock::now();
+  for (Slot* s : M().slots) {
+    HubSlot h{s->hub, s->tid, -1};
+    if (s->reported && M().enabled) h.stalled_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - s->since).count();
+    fn(h);
+  }
+}
+
 void monitor_hub_started(Hub* hub) {
   auto* s = new Slot{};
   s->hub = hub;
@@ -486,6 +514,7 @@ void monitor_hub_started(Hub* hub) {
       long ms = std::strtol(v, nullptr, 10);
       if (ms > 0) enable_monitor(std::chrono::milliseconds(ms));
     }
+    dump_signal_from_env();
   });
 }
 

@@ -72,7 +72,7 @@ void check_interrupts_slow() {
 
 namespace {
 // park() with or without a lock: `lk` null means the list is this thread's own.
-bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind) {
+bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind, WaitOn on) {
   auto* ctx = boost::fibers::context::active();
   FiberState& st = fiber_state(ctx);
   st.deliver();
@@ -81,6 +81,10 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   Hub& hub = Hub::current();
   Waiter w;
   w.waker = ctx->create_waker();
+  w.what = on.what;
+  w.object = on.object;
+  w.deadline = wake_at;
+  w.since = hub.loop_time();
   list.push_back(w);
   st.parked = &w;
   hub.count_wait(kind, +1);
@@ -105,17 +109,17 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
 }
 }  // namespace
 
-bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind) {
-  return park_on(list, &lk, deadline, kind);
+bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind, WaitOn on) {
+  return park_on(list, &lk, deadline, kind, on);
 }
 
-bool park(WaitList& list, Deadline deadline, WaitKind kind) { return park_on(list, nullptr, deadline, kind); }
+bool park(WaitList& list, Deadline deadline, WaitKind kind, WaitOn on) { return park_on(list, nullptr, deadline, kind, on); }
 
 void park_until(Deadline deadline) {
   Spinlock s;
   SpinLockGuard lk(s);
   WaitList list;
-  while (Clock::now() < deadline) park(list, lk, deadline);
+  while (Clock::now() < deadline) park(list, lk, deadline, WaitKind::Local, {kWaitSleep, nullptr});
 }
 
 }  // namespace fiberio::detail

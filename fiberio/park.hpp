@@ -15,6 +15,7 @@
 #include <boost/fiber/properties.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -98,6 +99,20 @@ class IntrusiveList {
   std::size_t size_ = 0;
 };
 
+// What a parked fiber waits on, for the run-info dump (runinfo.hpp): a static description and the
+// object's address. Two words, passed in registers and stored at the park point. The descriptions
+// below are told apart by address: for kWaitRead/kWaitWrite `object` is the FdState*, for kWaitJoin
+// the GreenletBase*.
+struct WaitOn {
+  const char* what = kWaitOther;
+  const void* object = nullptr;
+  static constexpr const char kWaitOther[] = "wait";
+};
+inline constexpr const char kWaitRead[] = "read";
+inline constexpr const char kWaitWrite[] = "write";
+inline constexpr const char kWaitSleep[] = "sleep";
+inline constexpr const char kWaitJoin[] = "join";
+
 // A fiber parked on a WaitList. Lives on the parked fiber's stack.
 struct Waiter {
   boost::fibers::waker waker;
@@ -105,6 +120,13 @@ struct Waiter {
   Waiter* next = nullptr;
   bool linked = false;
   bool notified = false;
+  // For the run-info dump, read only on the parked fiber's own thread: what it waits on, its deadline
+  // (kNoDeadline: none), and since when (the hub's loop time: at most one loop iteration early).
+  // Left uninitialized here: park() sets them (this struct is built on every park).
+  const char* what;
+  const void* object;
+  Deadline deadline;
+  Clock::time_point since;
 };
 
 // The parked fibers of one object, in arrival order. Guarded by the lock passed to park().
@@ -127,9 +149,10 @@ enum class WaitKind {
 // Returns true if notified, false if `deadline` passed. Throws GreenletExit / TimeoutError / LoopExit.
 // A notification always wins: if the fiber was notified it returns true, and a pending kill or
 // expired Timeout is delivered at its next suspension point instead — no hand-off is ever lost.
-bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local);
+// `on` says what it waits on, for the run-info dump.
+bool park(WaitList& list, SpinLockGuard& lk, Deadline deadline, WaitKind kind = WaitKind::Local, WaitOn on = {});
 // The same for a list only this thread touches (the hub's fd lists): no lock.
-bool park(WaitList& list, Deadline deadline, WaitKind kind);
+bool park(WaitList& list, Deadline deadline, WaitKind kind, WaitOn on = {});
 
 // Parks with nothing to wait for but the deadline (sleep). Throws as park().
 void park_until(Deadline deadline);

@@ -34,7 +34,7 @@ void GroupState::check_member(const GreenletRef& g) const {
 bool GroupState::wait_slot(Deadline deadline) {
   SpinLockGuard lk(lock_);
   while (!has_free_slot())
-    if (!park(slot_waiters_, lk, deadline, WaitKind::Local) && Clock::now() >= deadline) return has_free_slot();
+    if (!park(slot_waiters_, lk, deadline, WaitKind::Local, {"fiberio::Pool (a free slot)", this}) && Clock::now() >= deadline) return has_free_slot();
   return true;
 }
 
@@ -124,7 +124,7 @@ std::size_t GroupState::wait_available(OptDuration timeout) {
   auto deadline = deadline_after(timeout);
   SpinLockGuard lk(lock_);
   while (!has_free_slot())
-    if (!park(slot_waiters_, lk, deadline, WaitKind::Local) && Clock::now() >= deadline) break;
+    if (!park(slot_waiters_, lk, deadline, WaitKind::Local, {"fiberio::Pool (a free slot)", this}) && Clock::now() >= deadline) break;
   if (!has_free_slot()) return 0;
   // We take no slot: pass the wake-up on so a spawn() waiting behind us is not left parked.
   slot_waiters_.notify_one();
@@ -155,7 +155,7 @@ bool GroupState::join(OptDuration timeout, bool raise_error) {
     } collecting{*this, raise_error, failures_.size()};
     if (raise_error) ++raise_joiners_;
     while (others(self) != 0) {
-      if (!park(change_waiters_, lk, deadline, WaitKind::Local) && Clock::now() >= deadline) {
+      if (!park(change_waiters_, lk, deadline, WaitKind::Local, {"fiberio::Group (join/kill)", this}) && Clock::now() >= deadline) {
         emptied = false;
         break;
       }
@@ -186,7 +186,7 @@ void GroupState::kill(bool block, OptDuration timeout) {
     for (auto& [p, m] : members_)
       if (p != self && !seen.count(p)) newcomer = true;
     if (newcomer) continue;
-    if (!park(change_waiters_, lk, deadline, WaitKind::Local) && Clock::now() >= deadline) return;
+    if (!park(change_waiters_, lk, deadline, WaitKind::Local, {"fiberio::Group (join/kill)", this}) && Clock::now() >= deadline) return;
   }
 }
 

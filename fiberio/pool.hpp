@@ -191,7 +191,7 @@ class IMapUnordered {
           std::rethrow_exception(e);
         }
         if (st_->feeding_done && st_->finished == st_->spawned) return std::nullopt;
-        detail::park(st_->waiters, lk, detail::kNoDeadline, detail::WaitKind::Local);
+        detail::park(st_->waiters, lk, detail::kNoDeadline, detail::WaitKind::Local, {"fiberio::Pool imap", st_.get()});
       }
     }
     return g.get();  // the worker has finished: returns at once, or rethrows its exception

@@ -400,7 +400,7 @@ class QueueBase : public SelectableQueue<T> {
     fire_watchers_locked();  // a waiting putter makes a Channel readable
     for (;;) {
       // Notified means a getter has taken *me.offered, or close() woke this putter.
-      bool served = park(me.wait, lk, deadline);
+      bool served = park(me.wait, lk, deadline, WaitKind::Local, {"fiberio queue: put", this});
       if (me.evicted) throw_destroyed(name_, "put()");
       if (served && !me.closed) return;
       if (closed_) throw_closed("put()");
@@ -426,7 +426,7 @@ class QueueBase : public SelectableQueue<T> {
     for (;;) {
       // Notified means a putter has filled me.received (unless moving the item into it threw, which
       // the putter reports: then this getter just keeps waiting), or close() woke this getter.
-      bool served = park(me.wait, lk, deadline);
+      bool served = park(me.wait, lk, deadline, WaitKind::Local, {"fiberio queue: get", this});
       if (me.evicted) throw_destroyed(name_, "get()");
       if (served && me.received) return std::move(*me.received);
       if (closed_) {
@@ -494,7 +494,7 @@ class BufferedQueue : public QueueBase<T, Buffer> {
     Occupant occupant(this->occupancy_);
     while (this->buffer_.empty()) {
       if (this->closed_) this->throw_closed("peek()");
-      bool notified = park(this->peekers_, lk, deadline);
+      bool notified = park(this->peekers_, lk, deadline, WaitKind::Local, {"fiberio queue: peek", this});
       if (occupant.evicted()) throw_destroyed(this->name_, "peek()");
       if (!notified && this->buffer_.empty() && !this->closed_ && Clock::now() >= deadline)
         throw Empty(fmt::format("{}::peek(): the queue stayed empty{}", this->name_, describe_timeout(timeout)));
@@ -569,7 +569,7 @@ class JoinableQueue : public Queue<T> {
     if (this->unfinished_ == 0) return true;
     detail::Occupant occupant(this->occupancy_);
     while (this->unfinished_ > 0) {
-      bool notified = detail::park(this->joiners_, lk, deadline);
+      bool notified = detail::park(this->joiners_, lk, deadline, detail::WaitKind::Local, {"fiberio::JoinableQueue: join", this});
       if (occupant.evicted()) detail::throw_destroyed(this->name_, "join()");
       if (!notified && Clock::now() >= deadline) return false;
     }

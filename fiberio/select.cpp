@@ -131,7 +131,7 @@ std::optional<std::size_t> select(const std::vector<SelectCase*>& cases, OptDura
     try {
       while (core->winner == SelectCore::kNone) {
         core->parked = true;
-        bool notified = park(core->wait, lk, deadline, kind);
+        bool notified = park(core->wait, lk, deadline, kind, {"fiberio::select", &*core});
         core->parked = false;
         if (core->winner != SelectCore::kNone) break;
         if (!notified && Clock::now() >= deadline) {

@@ -147,7 +147,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
     SpinLockGuard lk(cap_lock_);
     while (handlers_.size() >= limit_) {
       auto check_at = Clock::now() + std::min<Duration>(sh_->opts.evict_idle_after, std::chrono::milliseconds(100));
-      if (park(capacity_, lk, check_at, WaitKind::Local) || handlers_.size() < limit_) continue;
+      if (park(capacity_, lk, check_at, WaitKind::Local, {"fiberio::StreamServer (max_connections)", this}) || handlers_.size() < limit_) continue;
       pollfd p{sock_.fd(), POLLIN, 0};
       if (::poll(&p, 1, 0) <= 0) continue;  // nobody is waiting to get in
       lk.unlock();

@@ -39,7 +39,7 @@ bool Semaphore::acquire(OptDuration timeout) {
   detail::Occupant occupant(occupancy_);
   for (;;) {
     // Notified means release() handed us its permit without touching counter_.
-    bool handed = detail::park(waiters_, lk, deadline);
+    bool handed = detail::park(waiters_, lk, deadline, detail::WaitKind::Local, {name_, this});
     if (occupant.evicted()) detail::throw_destroyed(name_, "acquire()");
     if (handed) return true;
     if (counter_ > 0) {
@@ -110,7 +110,7 @@ bool OwnedLock::acquire(OptDuration timeout, bool block) {
   Occupant occupant(occupancy_);
   for (;;) {
     // Notified means release() handed the lock over: held_ stayed true for us.
-    bool handed = park(waiters_, lk, deadline);
+    bool handed = park(waiters_, lk, deadline, WaitKind::Local, {name_, this});
     if (occupant.evicted()) throw_destroyed(name_, "acquire()");
     if (handed || !held_) {
       held_ = true;

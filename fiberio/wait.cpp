@@ -91,7 +91,7 @@ std::optional<Waitable> IWait::next() {
   auto kind = external_ ? detail::WaitKind::External : detail::WaitKind::Local;
   detail::SpinLockGuard lk(shared_->lock);
   while (shared_->ready.size() <= returned_) {
-    if (!detail::park(shared_->waiters, lk, deadline_, kind) && Clock::now() >= deadline_) {
+    if (!detail::park(shared_->waiters, lk, deadline_, kind, {"fiberio::wait", shared_.get()}) && Clock::now() >= deadline_) {
       if (shared_->ready.size() > returned_) break;  // became ready just as the time ran out
       return std::nullopt;
     }

@@ -299,14 +299,10 @@ TEST(Monitor, EnvironmentEnablesIt) {
     fiberio::sleep(3s);  // the default handler prints both reports meanwhile (slower under a sanitizer)
     return;
   }
-  std::string cmd = "FIBERIO_MONITOR_TEST_CHILD=1 FIBERIO_MONITOR_MS=100 /proc/" + std::to_string(::getpid()) +
-                    "/exe --gtest_filter=Monitor.EnvironmentEnablesIt 2>&1";
-  FILE* f = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
-  EXPECT_EQ(::pclose(f), 0) << out;
+  int status = -1;
+  std::string out = fiberio_test::rerun_self("FIBERIO_MONITOR_TEST_CHILD=1 FIBERIO_MONITOR_MS=100",
+                                             "Monitor.EnvironmentEnablesIt", status);
+  EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("stalled for"), std::string::npos) << out;  // the default handler: stderr
   EXPECT_NE(out.find("env-stall"), std::string::npos) << out;
   EXPECT_NE(out.find("monitor_test_cpu_loop"), std::string::npos) << out;

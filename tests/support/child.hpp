@@ -106,6 +106,20 @@ ChildResult run_child(Fn fn, std::chrono::seconds limit = std::chrono::seconds(1
   return res;
 }
 
+// Re-runs this test binary with `env` ("NAME=value ...") prepended and only the test `filter`: for
+// settings read once per process, at its first hub. Returns its stdout and stderr together; status
+// gets pclose()'s.
+inline std::string rerun_self(const std::string& env, const std::string& filter, int& status) {
+  std::string cmd = env + " /proc/" + std::to_string(::getpid()) + "/exe --gtest_filter=" + filter + " 2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) throw std::runtime_error("popen");
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  status = ::pclose(f);
+  return out;
+}
+
 inline bool has_line(const std::string& text, const std::string& line) {
   return ("\n" + text).find("\n" + line + "\n") != std::string::npos;
 }
