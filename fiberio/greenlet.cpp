@@ -183,6 +183,7 @@ void GreenletBase::begin() noexcept {
   stack_top_ = __builtin_frame_address(0);  // the body's frames, and any parked waiter, lie below
   ctx_ = boost::fibers::context::active();
   detail::fiber_state(ctx_).greenlet = this;
+  hub_->publish_running_greenlet(this);
   if (detail::hooks_active()) [[unlikely]] detail::fire_started(id_);
   detail::SpinLockGuard lk(lock_);
   status_ = Status::Running;
@@ -207,6 +208,7 @@ void GreenletBase::finish(Status outcome, std::exception_ptr error) noexcept {
   hub_->fiber_finished();
   if (detail::hooks_active()) [[unlikely]] detail::fire_finish(id_);
   detail::Links::run(callbacks);
+  hub_->publish_running_greenlet(nullptr);
   detail::fiber_state(ctx_).greenlet = nullptr;
 }
 

@@ -127,6 +127,11 @@ class Hub final : public boost::fibers::algo::algorithm {
   // last (null until the first switch, and while Boost.Fiber's dispatcher runs: it is freed before the
   // hub at thread exit, so no pointer to it is left here) and whether the hub waits in the poller.
   boost::fibers::context* running() const noexcept { return running_.load(std::memory_order_relaxed); }
+  // The greenlet running on this hub (null: the main fiber, the dispatcher, or no greenlet yet), for
+  // the monitor's thread. Published with release at every switch and when a greenlet begins and ends,
+  // so a reader that acquires it also sees the greenlet's construction (id, hub).
+  GreenletBase* running_greenlet() const noexcept { return running_greenlet_.load(std::memory_order_acquire); }
+  void publish_running_greenlet(GreenletBase* g) noexcept { running_greenlet_.store(g, std::memory_order_release); }
   bool polling() const noexcept { return polling_.load(std::memory_order_relaxed); }
   void count_wait(WaitKind k, int delta) noexcept;
 
@@ -183,11 +188,15 @@ class Hub final : public boost::fibers::algo::algorithm {
   // instruction), so counting costs what the plain counter did.
   std::atomic<std::uint64_t> switches_{0};
   std::atomic<boost::fibers::context*> running_{nullptr};
+  std::atomic<GreenletBase*> running_greenlet_{nullptr};
   std::atomic<bool> polling_{false};
   void count_switch(boost::fibers::context* to) noexcept {
     switches_.store(switches_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     if (hooks_active()) [[unlikely]] fire_switch(running_.load(std::memory_order_relaxed), to);
     running_.store(to, std::memory_order_relaxed);
+    // A release store is a plain store on x86-64; the properties are this thread's to read.
+    auto* p = to ? to->get_properties() : nullptr;
+    publish_running_greenlet(p ? static_cast<FiberState*>(p)->greenlet : nullptr);
   }
   Clock::time_point loop_time_{};
   std::uint64_t loop_iterations_ = 0;

@@ -198,16 +198,15 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
     r.scanned = true;
     auto before = s.hub->switches();
     if (before == s.last_progress) {
-      // Null: no switch yet (the main fiber), or the hub's own dispatcher (no greenlet). Any other
-      // context is the fiber running now: none is freed while it runs.
-      if (auto* ctx = s.hub->running()) {
-        if (auto* p = ctx->get_properties())
-          if (GreenletBase* gb = static_cast<detail::FiberState*>(p)->greenlet) {
-            in_greenlet = true;
-            r.greenlet_id = gb->id();
-            r.greenlet_name = gb->name();
-          }
-      } else if (before != 0) {
+      // The greenlet running now: it cannot end (nor be freed) while its thread is frozen in the
+      // kernel. Read through the hub's published pointer (acquire), never through the fiber's
+      // properties, which only its own thread may read unordered. No running context: no switch yet
+      // (the main fiber), or the hub's own dispatcher (no greenlet).
+      if (GreenletBase* gb = s.hub->running_greenlet()) {
+        in_greenlet = true;
+        r.greenlet_id = gb->id();
+        r.greenlet_name = gb->name();
+      } else if (!s.hub->running() && before != 0) {
         in_greenlet = true;
         r.greenlet_name = "(none: the hub's own dispatcher)";
       }
