@@ -55,6 +55,8 @@ struct FdState {
   WaitList readers, writers;
 };
 
+class Schedule;  // detail/schedule.hpp
+
 enum class Io { Read, Write };
 enum class FdWait { Ready, TimedOut, Closed, NotPollable };
 
@@ -118,7 +120,11 @@ class Hub final : public boost::fibers::algo::algorithm {
   // (its stack goes back to the pool then). The hub bounds how many wait for that.
   void fiber_finished() noexcept { ++finished_since_dispatch_; }
   // Thread exit has begun (greenlet.cpp unwinds the greenlets left): never raise LoopExit now.
-  void begin_shutdown() noexcept { shutting_down_ = true; }
+  void begin_shutdown() noexcept;
+
+  // Testing mode (detail/schedule.hpp, testing.hpp): null unless seeded or on virtual time.
+  Schedule* schedule() const noexcept { return sched_; }
+  Schedule& make_schedule();
 
   std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
   // For the blocking monitor (monitor.cpp), which samples them from its own thread: the fiber picked
@@ -184,6 +190,9 @@ class Hub final : public boost::fibers::algo::algorithm {
   bool notice_pending_ = false;
   std::uint32_t finished_since_dispatch_ = 0;  // their fibers await the dispatcher, which frees them
   bool shutting_down_ = false;
+  // Testing mode, owned (detail/schedule.hpp). Each hook on it is one branch on this null pointer.
+  Schedule* sched_ = nullptr;
+  bool suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexcept;
   // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
   // Last: cold, and kept off the cache lines the scheduling fields above share.
   void read_mail() noexcept;
