@@ -18,6 +18,7 @@
 #include "fiberio/stack.hpp"
 #include "fiberio/stream.hpp"
 #include "fiberio/sync.hpp"
+#include "fiberio/testing.hpp"
 #include "fiberio/threadpool.hpp"
 #include "fiberio/time.hpp"
 #include "fiberio/wait.hpp"
