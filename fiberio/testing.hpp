@@ -7,10 +7,11 @@
 //   if (r.failed) std::cout << r.describe();     // the seed, the error, the switch trace
 //   fiberio::testing::replay(f, r.seed);          // the very same schedule again (or FIBERIO_SEED=seed)
 //
-// Seeded mode: which ready fiber runs next is chosen from the seed (a PCT priority scheme), and fibers
-// may also be switched at exploration points, where they would not normally yield: acquiring a Lock /
-// Semaphore / RLock, a Queue/Channel put or get, and testing::exploration_point(). With the same seed
-// and the same inputs, the same switch trace results on every run.
+// Seeded mode: which ready fiber runs next is chosen from the seed (a PCT priority scheme), and
+// fibers may also be switched at exploration points, where they would not normally yield: acquiring a
+// Lock / Semaphore / RLock, a Queue/Channel put or get, Socket send/sendall, and
+// testing::exploration_point(). With the same seed and the same inputs, the same switch trace results
+// on every run.
 //
 // Virtual time: fiberio's Clock (and so sleep, timeouts, Timeout guards) reads a per-hub clock that
 // stands still while fibers run, and jumps to the next deadline whenever every fiber waits on timers

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <regex>
 #include <set>
 #include <stdexcept>
@@ -388,4 +390,32 @@ TEST(RaceCounterDemo, SeedShowsTheSameInterleavingEveryRun) {
     outs.insert(out.substr(at, out.find('\n', at) - at));
   }
   EXPECT_GE(outs.size(), 4u);
+}
+
+TEST(Schedule, FiberioSeedInTheEnvironmentReplaysTheFailure) {
+  FIBERIO_WATCHDOG(60);
+  if (std::getenv("FIBERIO_SCHEDULE_CHILD")) {
+    // The child: explores from another seed, which FIBERIO_SEED overrides with the one failing schedule.
+    auto r = testing_::explore(racy_increments, 200, /*seed=*/987654321);
+    std::printf("CHILD-REPORT-BEGIN\n%s\nCHILD-REPORT-END\n", r.describe().c_str());
+    return;
+  }
+  auto r = testing_::explore(racy_increments, 200, 1);
+  ASSERT_TRUE(r.failed);
+  std::string cmd = "FIBERIO_SEED=" + std::to_string(r.seed) +
+                    " FIBERIO_SCHEDULE_CHILD=1 /proc/" + std::to_string(::getpid()) +
+                    "/exe --gtest_filter=Schedule.FiberioSeedInTheEnvironmentReplaysTheFailure 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  EXPECT_EQ(::pclose(p), 0) << out;
+  auto begin = out.find("CHILD-REPORT-BEGIN\n"), end = out.find("\nCHILD-REPORT-END");
+  ASSERT_TRUE(begin != std::string::npos && end != std::string::npos) << out;
+  begin += std::strlen("CHILD-REPORT-BEGIN\n");
+  // The same seed, error and switch trace (the report numbers the schedule 1: it ran only that one).
+  auto expected = r;
+  expected.schedules_run = 1;
+  EXPECT_EQ(out.substr(begin, end - begin), expected.describe());
 }
