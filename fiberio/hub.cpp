@@ -137,7 +137,8 @@ bool Hub::suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexc
     return true;
   }
   // An fd event or a Boost timer (tp, a fiber sleeping through Boost.Fiber's own API) may come at any
-  // real time: wait for it in real time, letting the virtual clock run at the real pace meanwhile, up to the next virtual deadline.
+  // real time: wait for it in real time, up to the next virtual deadline, the virtual clock running at
+  // the real pace meanwhile.
   auto real0 = std::chrono::steady_clock::now();
   auto wait = next - sched_->now();
   if (tp != (std::chrono::steady_clock::time_point::max)()) wait = std::min(wait, tp - real0);
@@ -149,7 +150,8 @@ bool Hub::suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexc
 
 void Hub::begin_shutdown() noexcept {
   shutting_down_ = true;
-  // The greenlets left are unwound with a real-time limit (greenlet.cpp): a frozen clock would never reach it.
+  // The greenlets left are unwound with a time limit (greenlet.cpp) that a frozen clock would never
+  // reach: back to real time (their virtual timers are woken).
   if (sched_) sched_->set_virtual_time(false);
 }
 
