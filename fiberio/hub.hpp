@@ -1,5 +1,6 @@
 // The hub: one per OS thread, created on first use. It schedules and polls, nothing else: it is a
-// Boost.Fiber scheduling algorithm — round-robin over ready fibers; when none is ready it waits in the
+// Boost.Fiber scheduling algorithm — round-robin over ready fibers (seeded, virtual-time testing mode:
+// testing.hpp, detail/schedule.hpp); when none is ready it waits in the
 // Poller (epoll) until the earliest timer deadline, an fd event, or a cross-thread wake-up (notify(),
 // the only cross-thread entry besides post_forget()). Fibers block through park() (park.hpp); fds are
 // watched through wait_fd, their lifetime across threads is FdRegistry's (detail/fd_registry.hpp).
