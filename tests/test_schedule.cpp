@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
@@ -368,7 +369,7 @@ std::string run_demo(const std::string& args, const std::string& env = "") {
   char buf[512];
   while (std::fgets(buf, sizeof buf, p)) out += buf;
   EXPECT_EQ(::pclose(p), 0) << out;
-  return out;
+  return fiberio_test::without_sanitizer_notes(out);  // ASan's notes name the pid
 }
 }  // namespace
 
