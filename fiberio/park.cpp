@@ -82,22 +82,6 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   Hub& hub = Hub::current();
   Waiter w;
   w.waker = ctx->create_waker();
-  // Virtual time (testing.hpp): the deadline is on the hub's virtual clock, which Boost's timers (real
-  // time) do not know; the hub's Schedule keeps the timer and fires it (Hub::suspend_virtual). Set
-  // before anything is linked, as it allocates; erased however this wait ends.
-  struct VirtualTimer {
-    Schedule* s = nullptr;
-    Schedule::Timers::iterator it{};
-    ~VirtualTimer() {
-      if (s) s->remove_timer(it);
-    }
-  } vtimer;
-  if (wake_at != kNoDeadline) {
-    if (Schedule* s = hub.schedule(); s && s->virtual_time()) [[unlikely]] {
-      vtimer.it = s->add_timer(wake_at, boost::fibers::waker(w.waker));
-      vtimer.s = s;
-    }
-  }
   list.push_back(w);
   st.parked = &w;
   hub.count_wait(kind, +1);
@@ -108,10 +92,15 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   if (lk) lk->unlock();
   boost::fibers::detail::spinlock unused;
   boost::fibers::detail::spinlock_lock handoff(unused, std::adopt_lock);
-  if (wake_at == kNoDeadline || vtimer.s)
+  if (wake_at == kNoDeadline) {
     ctx->suspend(handoff);
-  else
+  } else if (Schedule* sched = hub.schedule(); sched && sched->virtual_time()) [[unlikely]] {
+    // Virtual time (testing.hpp): the deadline is on the hub's virtual clock, which Boost's timers (real
+    // time) do not know; the hub's Schedule keeps the timer and fires it (Hub::suspend_virtual).
+    sched->suspend_until(ctx, wake_at, w.waker, handoff);
+  } else {
     ctx->wait_until(wake_at, handoff, boost::fibers::waker(w.waker));
+  }
   if (lk) lk->lock();
   hub.count_wait(kind, -1);
   st.parked = nullptr;

@@ -105,19 +105,25 @@ void Schedule::set_virtual_time(bool on) noexcept {
   }
   t_virtual_now = nullptr;
   // Their deadlines are virtual: wake them to wait again on real time (each wait loops on early
-  // wake-ups). Each entry stays until its fiber runs and erases it (see add_timer).
-  for (auto& t : timers_) t.second.wake();
+  // wake-ups). Each entry stays until its fiber runs (see suspend_until).
+  for (auto& t : timers_) t.waker.wake();
 }
 
-Schedule::Timers::iterator Schedule::add_timer(Clock::time_point at, boost::fibers::waker w) {
-  return timers_.emplace(std::make_pair(at, timer_seq_++), std::move(w)).first;
-}
+void Schedule::suspend_until(boost::fibers::context* ctx, Clock::time_point at, const boost::fibers::waker& w,
+                             boost::fibers::detail::spinlock_lock& handoff) noexcept {
+  Timer t;
+  t.at = at;
+  t.seq = timer_seq_++;
+  t.waker = w;
+  timers_.insert(t);
+  ctx->suspend(handoff);
+}  // t unlinks itself here
 
 bool Schedule::fire_due() noexcept {
-  // Entries are erased by their fibers when they run, not here (their iterators must stay valid); a
-  // fired entry's waker is stale from then on, and waking it again does nothing.
+  // Entries leave when their fibers run, not here; a fired entry's waker is stale from then on, and
+  // waking it again does nothing.
   bool woke = false;
-  for (auto it = timers_.begin(); it != timers_.end() && it->first.first <= vnow_; ++it) woke |= it->second.wake();
+  for (auto it = timers_.begin(); it != timers_.end() && it->at <= vnow_; ++it) woke |= it->waker.wake();
   return woke;
 }
 

@@ -14,9 +14,9 @@
 #include <boost/fiber/context.hpp>
 #include <boost/fiber/scheduler.hpp>
 #include <boost/fiber/waker.hpp>
+#include <boost/intrusive/set.hpp>
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,16 +75,16 @@ class Schedule {
   // their fibers see real time again: every fiberio wait treats an early wake-up as spurious).
   void set_virtual_time(bool on) noexcept;
   Clock::time_point now() const noexcept { return vnow_; }
-  using Timers = std::map<std::pair<Clock::time_point, std::uint64_t>, boost::fibers::waker>;
-  // A fiber's timed wait: its waker, woken when the virtual clock reaches `at`. The fiber erases the
-  // entry (remove_timer) once it runs again, however it was woken.
-  Timers::iterator add_timer(Clock::time_point at, boost::fibers::waker w);
-  void remove_timer(Timers::iterator it) noexcept { timers_.erase(it); }
+  // Parks the running fiber (ctx) until woken, its waker also woken when the virtual clock reaches
+  // `at` (park.cpp's timed wait on virtual time). No allocation: the timer lives on this frame.
+  void suspend_until(boost::fibers::context* ctx, Clock::time_point at, const boost::fibers::waker& w,
+                     boost::fibers::detail::spinlock_lock& handoff) noexcept;
   bool has_timers() const noexcept { return !timers_.empty(); }
   // The earliest deadline not yet reached (kNoDeadline if none).
   Clock::time_point next_timer() const noexcept {
-    auto it = timers_.upper_bound({vnow_, UINT64_MAX});
-    return it == timers_.end() ? kNoDeadline : it->first.first;
+    for (auto& t : timers_)
+      if (t.at > vnow_) return t.at;
+    return kNoDeadline;
   }
   // Wakes, in deadline order (ties: the order they were set), every timer due at the virtual now.
   // True if one woke a fiber.
@@ -115,7 +115,15 @@ class Schedule {
   bool virtual_ = false;
   Clock::time_point vnow_{};
   std::uint64_t timer_seq_ = 0;
-  Timers timers_;
+  // A timed wait, on the waiting fiber's stack; it unlinks itself when that wait ends (auto_unlink),
+  // however the fiber was woken. Ordered by deadline, then by the order the waits began.
+  struct Timer : boost::intrusive::set_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+    Clock::time_point at;
+    std::uint64_t seq;
+    boost::fibers::waker waker;
+    bool operator<(const Timer& o) const noexcept { return at != o.at ? at < o.at : seq < o.seq; }
+  };
+  boost::intrusive::multiset<Timer, boost::intrusive::constant_time_size<false>> timers_;
 };
 
 class Hub;
