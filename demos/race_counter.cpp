@@ -4,11 +4,19 @@
 // greenlet reads n before any writes it back, and all but one increment is lost. --lock runs the very
 // same code with the read-modify-write under a fiberio::Lock, and nothing is lost.
 //
-//   race_counter [-n N] [--lock] [--yield]     (--help tells more)
+// --seed S (or FIBERIO_SEED=S in the environment) makes the run reproducible (fiberio/testing.hpp):
+// the hub picks the next greenlet from the seed, sleeps run on virtual time (the clock jumps to the
+// next wake-up), and the "random" work durations come from the seed too. The same seed prints the
+// same interleaving every run; another seed, most likely another.
+//
+//   race_counter [-n N] [--lock] [--yield] [--seed S]     (--help tells more)
 #include <fiberio/fiberio.hpp>
+#include <fiberio/testing.hpp>
 
 #include <chrono>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "demo_util.hpp"
@@ -19,36 +27,39 @@ struct Outcome {
   long expected;
   long got;
   double ms;
+  std::vector<long> writes;  // which greenlet wrote n, in order
 };
 
-Outcome run(long count, bool use_lock, bool just_yield) {
+Outcome run(long count, bool use_lock, bool just_yield, std::optional<std::uint64_t> seed) {
   long n = 0;
   fiberio::Lock lock;
-  std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> work_us(0, 5000);
+  // Seeded: std::mt19937's sequence is the same everywhere (uniform_int_distribution's is not).
+  std::mt19937_64 rng(seed ? *seed : std::random_device{}());
+  std::vector<long> writes;
 
-  auto increment = [&] {
+  auto increment = [&](long who) {
     long tmp = n;
     if (just_yield) fiberio::yield();
-    else fiberio::sleep(std::chrono::microseconds(work_us(rng)));  // simulated request processing
+    else fiberio::sleep(std::chrono::microseconds(rng() % 5001));  // simulated request processing, 0-5 ms
     n = tmp + 1;
+    writes.push_back(who);
   };
 
   auto t0 = fiberio::Clock::now();
   std::vector<fiberio::Greenlet<void>> gs;
   gs.reserve(static_cast<std::size_t>(count));
   for (long i = 0; i < count; ++i)
-    gs.push_back(fiberio::spawn([&] {
+    gs.push_back(fiberio::spawn([&, i] {
       if (use_lock) {
         std::lock_guard guard(lock);
-        increment();
+        increment(i);
       } else {
-        increment();
+        increment(i);
       }
     }));
   fiberio::joinall(gs, {}, /*raise_error=*/true);
   auto ms = std::chrono::duration<double, std::milli>(fiberio::Clock::now() - t0).count();
-  return {count, n, ms};
+  return {count, n, ms, std::move(writes)};
 }
 
 }  // namespace
@@ -59,13 +70,20 @@ int main(int argc, char** argv) {
                 "showing the lost updates of an unsynchronized read-modify-write (seed 003), and none with --lock.",
                 {{"greenlets", 'n', "N", "number of greenlets (default 10)"},
                  {"lock", 'l', "", "hold a fiberio::Lock around the read-modify-write"},
-                 {"yield", 'y', "", "the work is a plain yield() instead of sleeping a random 0-5 ms"}});
+                 {"yield", 'y', "", "the work is a plain yield() instead of sleeping a random 0-5 ms"},
+                 {"seed", 's', "S", "reproducible run: seeded scheduling and virtual time (also FIBERIO_SEED=S)"}});
   cli.parse(argc, argv);
   long count = cli.get_int("greenlets", 10, 1, 1'000'000);
   bool use_lock = cli.has("lock");
   bool just_yield = cli.has("yield");
+  std::optional<std::uint64_t> seed = fiberio::testing::seed();  // FIBERIO_SEED seeded this hub already
+  if (cli.has("seed")) {
+    seed = static_cast<std::uint64_t>(cli.get_int("seed", 0, 0, std::numeric_limits<long>::max()));
+    fiberio::testing::set_seed(*seed);
+  }
+  if (seed) fiberio::testing::set_virtual_time(true);
 
-  Outcome r = run(count, use_lock, just_yield);
+  Outcome r = run(count, use_lock, just_yield, seed);
   long lost = r.expected - r.got;
   std::string work = just_yield ? "yielded" : "slept 0-5 ms";
   std::string how = use_lock ? " under a fiberio::Lock" : "";
@@ -80,5 +98,11 @@ int main(int argc, char** argv) {
             r.got, verdict);
   demo::say("time taken: {:.1f} ms{}", r.ms,
             use_lock ? " (the work ran one greenlet at a time)" : " (the work of all greenlets overlapped)");
+  if (seed) {
+    std::string order;
+    for (long w : r.writes) order += fmt::format(" {}", w);
+    demo::say("seed {}: greenlets wrote n in this order:{}", *seed, order);
+    demo::say("(virtual time: the sleeps took no real time; run again with --seed {} for the same interleaving)", *seed);
+  }
   return 0;
 }

@@ -24,6 +24,7 @@
 #include "fiberio/stream.hpp"
 #include "fiberio/subprocess.hpp"
 #include "fiberio/sync.hpp"
+#include "fiberio/testing.hpp"
 #include "fiberio/threadpool.hpp"
 #include "fiberio/time.hpp"
 #include "fiberio/wait.hpp"

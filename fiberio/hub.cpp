@@ -9,6 +9,7 @@
 
 #include "fiberio/detail/fd_registry.hpp"
 #include "fiberio/detail/monitor.hpp"
+#include "fiberio/detail/schedule.hpp"
 
 namespace fiberio {
 namespace detail {
@@ -39,12 +40,14 @@ Hub& Hub::create() {
   install_overflow_reporter(&hub->stacks_);
   FdRegistry::instance().hub_started(hub);
   monitor_hub_started(hub);
+  schedule_from_env(*hub);  // FIBERIO_SEED / FIBERIO_VIRTUAL_TIME (testing.hpp)
   return *hub;
 }
 
 Hub::Hub() { events_.reserve(64); }
 
 Hub::~Hub() {
+  delete sched_;
   monitor_hub_ended(this);
   {
     SpinLockGuard lk(mail_lock_);
@@ -92,14 +95,22 @@ boost::fibers::context* Hub::pick_next() noexcept {
     if (poll(0)) notice_pending_ = true;
   }
   if (ready_.empty()) return nullptr;
-  auto* ctx = &ready_.front();
-  ready_.pop_front();
+  boost::fibers::context* ctx;
+  if (sched_ && sched_->seeded()) [[unlikely]] {
+    // Seeded mode (detail/schedule.hpp) picks from the whole ready queue, by the seed.
+    ctx = sched_->pick();
+    ctx->ready_unlink();
+  } else {
+    ctx = &ready_.front();
+    ready_.pop_front();
+  }
   count_switch(ctx);
   return ctx;
 }
 
 void Hub::suspend_until(std::chrono::steady_clock::time_point const& tp) noexcept {
   if (std::exchange(notice_pending_, false)) return;  // a woken fiber waits to be spliced: go round
+  if (sched_ && sched_->virtual_time() && suspend_virtual(tp)) [[unlikely]] return;
   if (tp == (std::chrono::steady_clock::time_point::max)()) {
     if (!shutting_down_ && fd_waiters_ == 0 && external_waiters_ == 0 && !notified_.load()) {
       if (poll(0) || !ready_.empty()) return;  // a wake-up from another thread counts as progress
@@ -111,6 +122,51 @@ void Hub::suspend_until(std::chrono::steady_clock::time_point const& tp) noexcep
   }
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(tp - Clock::now()).count();
   poll(ns > 0 ? ns : 0);
+}
+
+// Virtual time: fibers' timed waits are the Schedule's timers (park.cpp), not Boost's sleep queue, and
+// the clock they read only moves here. False when no virtual timer is set (the caller goes on as usual:
+// poll, or LoopExit if nothing at all can wake the main fiber).
+bool Hub::suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexcept {
+  if (sched_->fire_due()) return true;
+  auto next = sched_->next_timer();
+  if (next == kNoDeadline) return false;
+  // Waits on other threads (Event, AsyncResult: external_waiters_) do not hold the clock back: most
+  // are set by this hub's own fibers, and an Event never set must not turn a virtual timeout into a
+  // real one. So a timed wait for another thread's work may expire before that work is done
+  // (docs/design.md, "Reproducing races"); a wake-up already sent (notified_) is seen first.
+  bool only_timers = fd_waiters_ == 0 && !notified_.load() && tp == (std::chrono::steady_clock::time_point::max)();
+  if (only_timers) {
+    if (poll(0) || !ready_.empty()) return true;  // a wake-up from another thread came first
+    sched_->advance_to(next);  // nothing else can happen before the next deadline: jump to it
+    sched_->fire_due();
+    return true;
+  }
+  // An fd event or a Boost timer (tp, a fiber sleeping through Boost.Fiber's own API) may come at any
+  // real time: wait for it in real time, up to the next virtual deadline, the virtual clock running at
+  // the real pace meanwhile.
+  auto real0 = std::chrono::steady_clock::now();
+  auto wait = next - sched_->now();
+  if (tp != (std::chrono::steady_clock::time_point::max)()) wait = std::min(wait, tp - real0);
+  poll(std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count()));
+  sched_->advance_to(std::min(next, sched_->now() + (std::chrono::steady_clock::now() - real0)));
+  sched_->fire_due();
+  return true;
+}
+
+void Hub::begin_shutdown() noexcept {
+  shutting_down_ = true;
+  // The greenlets left are unwound with a time limit (greenlet.cpp) that a frozen clock would never
+  // reach: back to real time (their virtual timers are woken).
+  if (sched_) sched_->set_virtual_time(false);
+}
+
+Schedule& Hub::make_schedule() {
+  if (!sched_) {
+    sched_ = new Schedule(ready_);
+    t_schedule = sched_;
+  }
+  return *sched_;
 }
 
 void Hub::notify() noexcept {
@@ -141,6 +197,7 @@ bool Hub::poll(std::int64_t timeout_ns) noexcept {
   polling_.store(false, std::memory_order_relaxed);
   loop_time_ = Clock::now();
   poll_time_ += loop_time_ - start;
+  if (sched_ && sched_->seeded()) [[unlikely]] Schedule::order_events(events_);
   bool noticed = notified_.exchange(false);
   if (has_mail_.load(std::memory_order_acquire)) [[unlikely]] read_mail();
   for (auto& ev : events_)

@@ -1,5 +1,6 @@
 // The hub: one per OS thread, created on first use. It schedules and polls, nothing else: it is a
-// Boost.Fiber scheduling algorithm — round-robin over ready fibers; when none is ready it waits in the
+// Boost.Fiber scheduling algorithm — round-robin over ready fibers (seeded, virtual-time testing mode:
+// testing.hpp, detail/schedule.hpp); when none is ready it waits in the
 // Poller (epoll) until the earliest timer deadline, an fd event, or a cross-thread wake-up (notify(),
 // the only cross-thread entry besides post_forget()). Fibers block through park() (park.hpp); fds are
 // watched through wait_fd, their lifetime across threads is FdRegistry's (detail/fd_registry.hpp).
@@ -56,6 +57,8 @@ struct FdState {
   bool hangup_seen = false;
   WaitList readers, writers;
 };
+
+class Schedule;  // detail/schedule.hpp
 
 enum class Io { Read, Write };
 enum class FdWait { Ready, TimedOut, Closed, NotPollable };
@@ -120,7 +123,11 @@ class Hub final : public boost::fibers::algo::algorithm {
   // (its stack goes back to the pool then). The hub bounds how many wait for that.
   void fiber_finished() noexcept { ++finished_since_dispatch_; }
   // Thread exit has begun (greenlet.cpp unwinds the greenlets left): never raise LoopExit now.
-  void begin_shutdown() noexcept { shutting_down_ = true; }
+  void begin_shutdown() noexcept;
+
+  // Testing mode (detail/schedule.hpp, testing.hpp): null unless seeded or on virtual time.
+  Schedule* schedule() const noexcept { return sched_; }
+  Schedule& make_schedule();
 
   std::uint64_t switches() const noexcept { return switches_.load(std::memory_order_relaxed); }
   // For the blocking monitor (monitor.cpp), which samples them from its own thread: the fiber picked
@@ -217,6 +224,9 @@ class Hub final : public boost::fibers::algo::algorithm {
   bool notice_pending_ = false;
   std::uint32_t finished_since_dispatch_ = 0;  // their fibers await the dispatcher, which frees them
   bool shutting_down_ = false;
+  // Testing mode, owned (detail/schedule.hpp). Each hook on it is one branch on this null pointer.
+  Schedule* sched_ = nullptr;
+  bool suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexcept;
   // post_forget()'s mailbox: fds closed on other threads; on overflow, every registration is checked.
   // Last: cold, and kept off the cache lines the scheduling fields above share.
   void read_mail() noexcept;

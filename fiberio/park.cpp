@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "fiberio/detail/schedule.hpp"
 #include "fiberio/hub.hpp"
 
 namespace fiberio::detail {
@@ -95,10 +96,15 @@ bool park_on(WaitList& list, SpinLockGuard* lk, Deadline deadline, WaitKind kind
   if (lk) lk->unlock();
   boost::fibers::detail::spinlock unused;
   boost::fibers::detail::spinlock_lock handoff(unused, std::adopt_lock);
-  if (wake_at == kNoDeadline)
+  if (wake_at == kNoDeadline) {
     ctx->suspend(handoff);
-  else
+  } else if (Schedule* sched = hub.schedule(); sched && sched->virtual_time()) [[unlikely]] {
+    // Virtual time (testing.hpp): the deadline is on the hub's virtual clock, which Boost's timers (real
+    // time) do not know; the hub's Schedule keeps the timer and fires it (Hub::suspend_virtual).
+    sched->suspend_until(ctx, wake_at, w.waker, handoff);
+  } else {
     ctx->wait_until(wake_at, handoff, boost::fibers::waker(w.waker));
+  }
   if (lk) lk->lock();
   hub.count_wait(kind, -1);
   st.parked = nullptr;

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -162,6 +163,16 @@ class Hub;
 // TLS wrapper call (it sits on the yield / spawn fast paths).
 extern thread_local constinit Hub* t_hub;
 
+class Schedule;
+// This thread's hub's testing mode (detail/schedule.hpp, testing.hpp), or null: the common case.
+extern thread_local constinit Schedule* t_schedule;
+void exploration_point_slow() noexcept;
+// A point where, in seeded mode, the running fiber may be switched out although it would not block
+// (an uncontended Lock, a Queue put with room). Never throws; one branch when seeded mode is off.
+inline void exploration_point() noexcept {
+  if (t_schedule) [[unlikely]] exploration_point_slow();
+}
+
 // Throws the running fiber's pending kill or expired Timeout, if any. Cheap; called at every
 // suspension point. Inline fast path: nothing is armed on this hub (no pending kill, no Timeout).
 void check_interrupts_slow();
@@ -185,6 +196,9 @@ class FiberState : public boost::fibers::fiber_properties {
   GreenletBase* greenlet = nullptr;  // null for the main fiber
   Waiter* parked = nullptr;          // set while parked: interrupt() wakes it through this
   std::unordered_map<const void*, std::shared_ptr<void>> locals;  // fiberio::local<T> storage
+  // Seeded scheduling (detail/schedule.hpp): this fiber's id and PCT priority in run sched_run.
+  std::uint64_t sched_run = 0, sched_priority = 0;
+  std::uint32_t sched_id = 0;
 
   // Makes e (GreenletExit, LoopExit) pending: the fiber's next suspension point throws it; wakes the
   // fiber if it is parked. From another fiber of this thread (kill), or from the fiber itself to hand

@@ -386,6 +386,7 @@ class QueueBase : public SelectableQueue<T> {
   }
 
   void put_impl(T& item, OptDuration timeout, bool block) {
+    exploration_point();  // seeded mode may switch here, even when there is room
     auto deadline = deadline_after(timeout);
     SpinLockGuard lk(lock_);
     if (closed_) [[unlikely]]
@@ -414,6 +415,7 @@ class QueueBase : public SelectableQueue<T> {
   }
 
   T get_impl(OptDuration timeout, bool block) {
+    exploration_point();  // seeded mode may switch here, even when an item is waiting
     auto deadline = deadline_after(timeout);
     SpinLockGuard lk(lock_);
     if (auto item = take_locked()) return std::move(*item);

@@ -286,6 +286,7 @@ std::string Socket::recv(std::size_t max_bytes) {
 
 std::size_t Socket::send(std::string_view data, int flags) {
   checked_fd("send");
+  detail::exploration_point();  // seeded mode may switch here, even when the send would not block
   if (data.empty()) return 0;
   Deadline deadline;
   auto n = static_cast<std::size_t>(retry(detail::Io::Write, "send", deadline, [&](int fd) {
@@ -297,6 +298,7 @@ std::size_t Socket::send(std::string_view data, int flags) {
 
 void Socket::sendall(std::string_view data) {
   checked_fd("sendall");
+  detail::exploration_point();  // seeded mode may switch here, even when the send would not block
   Deadline deadline;  // one deadline for the whole data
   while (!data.empty()) {
     auto n = retry(detail::Io::Write, "sendall", deadline,

@@ -28,6 +28,7 @@ Semaphore::~Semaphore() {
 }
 
 bool Semaphore::acquire(OptDuration timeout) {
+  detail::exploration_point();  // seeded mode may switch here, even when a permit is free
   auto deadline = detail::deadline_after(timeout);
   detail::SpinLockGuard lk(lock_);
   // Waiters only exist while counter_ is 0 (release() hands permits to them), except stale entries of
@@ -87,6 +88,7 @@ OwnedLock::~OwnedLock() {
 }
 
 bool OwnedLock::acquire(OptDuration timeout, bool block) {
+  if (block) exploration_point();  // seeded mode may switch here, even when the lock is free
   auto* me = boost::fibers::context::active();
   auto deadline = deadline_after(timeout);
   SpinLockGuard lk(lock_);
