@@ -9,7 +9,15 @@
 // next wake-up), and the "random" work durations come from the seed too. The same seed prints the
 // same interleaving every run; another seed, most likely another.
 //
+// --explore shows a subtler race, one a plain run never shows: two greenlets withdraw 80 from a
+// balance of 100, each checking the balance, then writing an audit line under an (uncontended) Lock,
+// then debiting. Nothing yields between the check and the debit in a plain run, so 1,000 plain runs
+// never overdraw. testing::explore() runs it under seeded schedules, which may switch at the Lock (an
+// exploration point): it finds the overdraft, prints the seed and its switch trace, and replay()
+// shows the very same failure again.
+//
 //   race_counter [-n N] [--lock] [--yield] [--seed S]     (--help tells more)
+//   race_counter --explore [--schedules N]
 #include <fiberio/fiberio.hpp>
 #include <fiberio/testing.hpp>
 
@@ -18,6 +26,8 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "demo_util.hpp"
 
@@ -62,6 +72,49 @@ Outcome run(long count, bool use_lock, bool just_yield, std::optional<std::uint6
   return {count, n, ms, std::move(writes)};
 }
 
+// Two greenlets withdraw 80 from 100 with check-then-act; returns the balance (negative: overdrawn).
+long withdraw_twice() {
+  long balance = 100;
+  fiberio::Lock audit_lock;
+  std::vector<std::string> audit;
+  auto withdraw = [&](const char* who) {
+    if (balance >= 80) {
+      {
+        std::lock_guard g(audit_lock);  // never contended: a plain run does not switch here
+        audit.push_back(fmt::format("{} withdraws 80", who));
+      }
+      balance -= 80;
+    }
+  };
+  auto alice = fiberio::spawn(withdraw, "alice");
+  alice.set_name("alice");
+  auto bob = fiberio::spawn(withdraw, "bob");
+  bob.set_name("bob");
+  fiberio::joinall({alice, bob}, {}, /*raise_error=*/true);
+  return balance;
+}
+
+void overdraft_check() {
+  long balance = withdraw_twice();
+  fiberio::testing::check(balance >= 0, fmt::format("overdrawn: the balance went to {}", balance));
+}
+
+int explore_overdraft(long schedules) {
+  int overdrawn = 0;
+  for (int i = 0; i < 1000; ++i) overdrawn += withdraw_twice() < 0;
+  demo::say("1000 plain runs: {} overdrew the account (nothing yields between the check and the debit)", overdrawn);
+  auto r = fiberio::testing::explore(overdraft_check, static_cast<std::size_t>(schedules));
+  if (!r.failed) {
+    demo::say("explore: {}", r.describe());
+    return 0;
+  }
+  demo::say("explore: {}", r.describe());
+  auto again = fiberio::testing::replay(overdraft_check, r.seed);
+  demo::say("replay of seed {}: {}; the same switch trace: {}", r.seed, again.failed ? again.error : "no failure",
+            again.trace == r.trace ? "yes" : "no");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,8 +124,11 @@ int main(int argc, char** argv) {
                 {{"greenlets", 'n', "N", "number of greenlets (default 10)"},
                  {"lock", 'l', "", "hold a fiberio::Lock around the read-modify-write"},
                  {"yield", 'y', "", "the work is a plain yield() instead of sleeping a random 0-5 ms"},
-                 {"seed", 's', "S", "reproducible run: seeded scheduling and virtual time (also FIBERIO_SEED=S)"}});
+                 {"seed", 's', "S", "reproducible run: seeded scheduling and virtual time (also FIBERIO_SEED=S)"},
+                 {"explore", 'e', "", "the overdraft race instead: plain runs, then testing::explore() finds it and replays it"},
+                 {"schedules", 0, "N", "--explore: schedules to try at most (default 1000)"}});
   cli.parse(argc, argv);
+  if (cli.has("explore")) return explore_overdraft(cli.get_int("schedules", 1000, 1, 1'000'000));
   long count = cli.get_int("greenlets", 10, 1, 1'000'000);
   bool use_lock = cli.has("lock");
   bool just_yield = cli.has("yield");

@@ -1,4 +1,6 @@
 #include "fiberio/greenlet.hpp"
+
+#include "fiberio/detail/schedule.hpp"
 #include "fiberio/hub.hpp"
 
 #include <fmt/format.h>
@@ -185,6 +187,14 @@ void GreenletBase::begin() noexcept {
   detail::fiber_state(ctx_).greenlet = this;
   hub_->publish_running_greenlet(this);
   if (detail::hooks_active()) [[unlikely]] detail::fire_started(id_);
+  if (auto* sched = hub_->schedule(); sched && sched->seeded()) [[unlikely]] {
+    std::string name;
+    {
+      detail::SpinLockGuard lk(lock_);
+      if (name_) name = *name_;
+    }
+    sched->name_fiber(ctx_, std::move(name));  // for the switch trace of testing::explore()
+  }
   detail::SpinLockGuard lk(lock_);
   status_ = Status::Running;
 }

@@ -86,7 +86,9 @@ Url Url::parse(std::string_view url) {
     u.port = static_cast<std::uint16_t>(p);
   }
   if (target.empty()) target = "/";
-  u.target = target.front() == '?' ? "/" + std::string(target) : std::string(target);
+  // (assign + append: GCC 12 warns, wrongly, of overlapping copies in "/" + std::string(...))
+  u.target.assign(target.front() == '?' ? "/" : "");
+  u.target.append(target);
   for (char c : u.target)
     if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return fail("space or control character in the path");
   return u;

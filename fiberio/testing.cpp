@@ -87,10 +87,16 @@ std::string ScheduleResult::describe() const {
   std::string out = fmt::format(
       "failed in schedule {} of the exploration, seed {}: {}\n"
       "replay it with fiberio::testing::replay(f, {}) or FIBERIO_SEED={}\n"
-      "switch trace ({} switches, fiber ids):",
+      "switch trace ({} switches; a greenlet's name, or #id for an unnamed fiber):",
       schedules_run, seed, error, seed, seed, trace.size());
   std::size_t shown = std::min<std::size_t>(trace.size(), 200);
-  for (std::size_t i = 0; i < shown; ++i) out += fmt::format(" {}", trace[i]);
+  for (std::size_t i = 0; i < shown; ++i) {
+    std::uint32_t id = trace[i];
+    if (id < names.size() && !names[id].empty())
+      out += " " + names[id];
+    else
+      out += fmt::format(" #{}", id);
+  }
   if (shown < trace.size()) out += " ...";
   return out;
 }
@@ -115,6 +121,7 @@ ScheduleResult run_one(const std::function<void()>& f, std::uint64_t seed, const
       r.error = "an exception not derived from std::exception";
     }
     r.trace = sched.trace();
+    r.names = sched.names();
     sched.unseed();
   });
   t.join();

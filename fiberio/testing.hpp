@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -65,10 +66,18 @@ struct ScheduleResult {
   std::uint64_t seed = 0;            // the failing schedule's seed (else the last one run)
   std::size_t schedules_run = 0;
   std::string error;                 // what f threw
-  std::vector<std::uint32_t> trace;  // its switch trace
-  // A report: the seed, how to replay it, the error and the trace.
+  std::vector<std::uint32_t> trace;  // its switch trace: fiber ids (0: the fiber running f)
+  std::vector<std::string> names;    // the fibers' greenlet names by id ("" if unnamed)
+  // A report: the seed, how to replay it, the error and the trace (each switch as the greenlet's name,
+  // or #id for an unnamed fiber).
   std::string describe() const;
 };
+
+// The failed check of a property under test: throws std::logic_error(what) unless ok, which explore()
+// takes as a failure of the schedule (a GoogleTest EXPECT inside f would not stop it).
+inline void check(bool ok, const std::string& what) {
+  if (!ok) throw std::logic_error(what);
+}
 
 // Runs f on a fresh thread (so a fresh hub) once per schedule, under seeds derived from `seed`, until f
 // throws; returns that schedule, or failed == false after `schedules` runs. f must join what it spawns

@@ -82,7 +82,7 @@ TEST(Schedule, SameSeedGivesTheSameTraceEveryRun) {
   auto first = testing_::replay(mixed_workload, 42);
   ASSERT_FALSE(first.failed) << first.error;
   ASSERT_GT(first.trace.size(), 20u);
-  for (int run = 0; run < 5; ++run) {
+  for (int run = 0; run < 100; ++run) {  // 100 of 100
     auto again = testing_::replay(mixed_workload, 42);
     ASSERT_FALSE(again.failed) << again.error;
     EXPECT_EQ(again.trace, first.trace) << "run " << run;
@@ -394,6 +394,27 @@ TEST(RaceCounterDemo, SeedShowsTheSameInterleavingEveryRun) {
     outs.insert(out.substr(at, out.find('\n', at) - at));
   }
   EXPECT_GE(outs.size(), 4u);
+}
+
+// The demo's subtler race: 1,000 plain runs never overdraw; explore() finds the overdraft, names the
+// greenlets in its switch trace, and the replay fails the same way with the same trace.
+TEST(RaceCounterDemo, ExploreFindsTheOverdraftThatPlainRunsNeverShowAndReplaysIt) {
+  FIBERIO_WATCHDOG(120);
+  auto out = run_demo("--explore");
+  EXPECT_NE(out.find("1000 plain runs: 0 overdrew the account"), std::string::npos) << out;
+  EXPECT_NE(out.find("overdrawn: the balance went to -60"), std::string::npos) << out;
+  EXPECT_NE(out.find("FIBERIO_SEED="), std::string::npos) << out;
+  std::regex trace(R"(switch trace \(\d+ switches[^)]*\):.*\balice\b.*\bbob\b|switch trace \(\d+ switches[^)]*\):.*\bbob\b.*\balice\b)");
+  EXPECT_TRUE(std::regex_search(out, trace)) << out;
+  EXPECT_NE(out.find(": overdrawn: the balance went to -60; the same switch trace: yes"), std::string::npos) << out;
+}
+
+TEST(Schedule, FailedCheckStopsTheExplorationWithItsMessage) {
+  FIBERIO_WATCHDOG(60);
+  auto r = testing_::explore([] { fiberio::testing::check(false, "the invariant"); }, 10);
+  EXPECT_TRUE(r.failed);
+  EXPECT_EQ(r.schedules_run, 1u);
+  EXPECT_EQ(r.error, "the invariant");
 }
 
 TEST(Schedule, FiberioSeedInTheEnvironmentReplaysTheFailure) {

@@ -23,6 +23,7 @@ void Schedule::seed_with(std::uint64_t seed) {
   steps_ = 0;
   next_id_ = 0;
   trace_.clear();
+  names_.clear();
   // PCT's parameters come from the seed too, so that the seed alone replays a schedule: the depth d
   // (2..4: d-1 change points) and the horizon the change points fall in, log-uniform over 8..32768
   // steps, since how many steps the program takes is not known in advance.
@@ -33,6 +34,12 @@ void Schedule::seed_with(std::uint64_t seed) {
   std::sort(change_points_.begin(), change_points_.end());
   next_change_ = 0;
   info(boost::fibers::context::active());  // the fiber starting the run is fiber 0 of its trace
+}
+
+void Schedule::name_fiber(boost::fibers::context* ctx, std::string name) {
+  std::uint32_t id = info(ctx).sched_id;
+  if (names_.size() <= id) names_.resize(id + 1);
+  names_[id] = std::move(name);
 }
 
 FiberState& Schedule::info(boost::fibers::context* ctx) {

@@ -64,6 +64,10 @@ class Schedule {
   // outranks it (the caller then yields).
   bool should_switch() noexcept;
   const std::vector<std::uint32_t>& trace() const noexcept { return trace_; }
+  // The names of this run's fibers by id ("" where a greenlet was not named): a greenlet's name is
+  // recorded when it begins (greenlet.cpp), so a name set right after spawn() is seen.
+  void name_fiber(boost::fibers::context* ctx, std::string name);
+  const std::vector<std::string>& names() const noexcept { return names_; }
   std::uint64_t steps() const noexcept { return steps_; }
   // Events of one poll in a fixed order (by fd, then token), so the fibers they wake are queued the same
   // way each run whatever order the kernel listed them in.
@@ -111,6 +115,7 @@ class Schedule {
   std::uint32_t next_id_ = 0;
   std::uint64_t run_ = 0;  // which seeded run a fiber's FiberState::sched_* fields belong to
   std::vector<std::uint32_t> trace_;
+  std::vector<std::string> names_;
 
   bool virtual_ = false;
   Clock::time_point vnow_{};
