@@ -155,7 +155,9 @@ class Greenlet:
         if self.status == "running":
             if self.waits_on:
                 return "parked"
-            return "running" if fctx == 0 else "ready"  # ready: suspended, not parked (yield)
+            if fctx == 0:
+                return "running"
+            return "ready" if fctx else "running or ready"  # ready: suspended, not parked (yield)
         return self.status
 
 
@@ -196,7 +198,10 @@ class InfoGreenlets(gdb.Command):
         for t, greenlets in threads:
             print("Thread %d (LWP %d): %d greenlet(s)" % (t.num, t.ptid[1], len(greenlets)))
             for g in greenlets:
-                fctx = _fctx(g.g)
+                try:
+                    fctx = _fctx(g.g)
+                except FiberioGdbError:
+                    fctx = None  # another backend (ucontext): whether it is suspended is unknown
                 line = "  Greenlet %d \"%s\" %s" % (g.id, g.name, g.state(fctx))
                 if g.waits_on:
                     line += " on %s" % g.waits_on
