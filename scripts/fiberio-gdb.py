@@ -56,12 +56,18 @@ def _field(ptr, name):
     raise gdb.error("There is no member named %s." % name)
 
 
+_anchor_missing = False
+
+
 def _thread_registry():
     """The selected thread's ThreadGreenlets*, or None if the thread has no fiberio greenlets."""
+    global _anchor_missing
     try:
         reg = gdb.parse_and_eval("'fiberio::detail::t_greenlets'")  # quoted: the frame may be C (libc)
     except gdb.error:
-        return None  # no fiberio in this program (or no debug info), or TLS not readable here
+        # No fiberio in this program, no debug info for it, or its TLS is not readable here.
+        _anchor_missing = True
+        return None
     return reg if int(reg) != 0 else None
 
 
@@ -191,9 +197,13 @@ class InfoGreenlets(gdb.Command):
         super().__init__("info greenlets", gdb.COMMAND_STACK)
 
     def invoke(self, arg, from_tty):
+        global _anchor_missing
+        _anchor_missing = False
         threads = _all_greenlets()
         if not threads:
-            print("No fiberio greenlets found (no thread has fiberio::detail::t_greenlets set).")
+            print("No fiberio greenlets found: " + (
+                "gdb cannot read fiberio::detail::t_greenlets (fiberio built without debug info? build "
+                "it with -g, e.g. RelWithDebInfo)" if _anchor_missing else "no thread has any"))
             return
         for t, greenlets in threads:
             print("Thread %d (LWP %d): %d greenlet(s)" % (t.num, t.ptid[1], len(greenlets)))
