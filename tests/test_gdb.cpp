@@ -155,7 +155,7 @@ TEST(Gdb, ListsGreenletsAndTheirStacksInACoreFile) {
   expect_greenlets_and_stacks(r.out, target.ids);
 }
 
-TEST(Gdb, SaysWhenAGreenletHasNoSavedStack) {
+TEST(Gdb, SaysWhenNoLiveGreenletHasTheId) {
   FIBERIO_WATCHDOG(120);
   Target target;
   SKIP_UNLESS_GDB_CAN_ATTACH(target);
