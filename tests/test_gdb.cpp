@@ -1,7 +1,9 @@
 // scripts/fiberio-gdb.py: gdb in batch mode attached to tests/gdb_target (greenlets parked in a sleep,
 // an Event wait and a socket recv on the main thread, one more on a second thread), and on a core file
 // of it: `info greenlets` lists each with its id, name, state and what it waits on, and `greenlet bt N`
-// shows the function it parked in. Skipped, with the reason, where gdb is missing or may not attach.
+// shows the function it parked in; afterwards the thread's own stack is back; an unknown id gets an
+// error that says so. Skipped, with the reason, where gdb is missing or may not attach, and in
+// ucontext (sanitizer) builds.
 #include <fiberio/fiberio.hpp>
 #include <fiberio/subprocess.hpp>
 
