@@ -15,8 +15,16 @@ namespace detail {
 // The greenlets alive on this thread, and the thread-exit unwinding of those left. Built after the
 // thread's hub (hence after Boost.Fiber's per-thread scheduler, which the hub's creation makes), so it
 // is destroyed before that scheduler, while the remaining fibers can still run.
+class ThreadGreenlets;
+// A debugging anchor for scripts/fiberio-gdb.py: this thread's registry, at a namespace-scope name gdb
+// can read with its type (it cannot type the function-local thread_local in thread_greenlets() below).
+// Set once when a thread's registry is built and cleared when it dies: no cost on any hot path.
+// Not declared in a header: nothing in fiberio reads it.
+thread_local constinit ThreadGreenlets* t_greenlets = nullptr;
+
 class ThreadGreenlets {
  public:
+  ThreadGreenlets() noexcept { t_greenlets = this; }
   std::size_t size() const noexcept { return live_.size(); }
   GreenletBase* at(std::size_t i) const noexcept { return live_[i]; }
   void add(GreenletBase* g, const void* site) {
@@ -36,6 +44,9 @@ class ThreadGreenlets {
   }
 
   ~ThreadGreenlets() {
+    struct Unanchor {
+      ~Unanchor() { t_greenlets = nullptr; }
+    } unanchor;
     auto* hub = Hub::get();
     if (!hub) return;
     if (!unwind_all(*hub)) {

@@ -8,7 +8,7 @@ libfmt-dev googletest libgtest-dev libbenchmark-dev
 libhiredis-dev redis-server libpq-dev postgresql
 libcurl4-openssl-dev libssl-dev openssl libzmq3-dev
 clang libclang-rt-14-dev
-curl netcat-openbsd
+curl netcat-openbsd gdb
 nlohmann-json3-dev libcli11-dev gnuplot-nox
 wrk nginx-light golang-go python3-gevent"
 missing=""

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds tests/consumer against fiberio via add_subdirectory and via find_package after install, and
-# checks what the install puts where (libfiberio.so + SONAME links, libfiberio_patched.so, headers).
+# checks what the install puts where (libfiberio.so + SONAME links, libfiberio_patched.so, headers, the
+# gdb script).
 # Usage: packaging_test.sh <fiberio source dir> <fiberio build dir>
 set -eu
 src=$1; build=$2
@@ -26,6 +27,7 @@ lib=$(dirname "$shims")
 test -f "$work/prefix/include/fiberio/patched.hpp" || { echo "include/fiberio/patched.hpp not installed"; exit 1; }
 test -f "$work/prefix/include/fiberio/tls.hpp" || { echo "include/fiberio/tls.hpp not installed"; exit 1; }
 test -f "$work/prefix/include/fiberio/fiberio.hpp" || { echo "include/fiberio/fiberio.hpp not installed"; exit 1; }
+test -f "$work/prefix/share/fiberio/gdb/fiberio-gdb.py" || { echo "share/fiberio/gdb/fiberio-gdb.py not installed"; exit 1; }
 test ! -e "$work/prefix/include/fiberio/detail" || { echo "internal headers (fiberio/detail) were installed"; exit 1; }
 test ! -e "$work/prefix/include/patched" || { echo "include/patched/ was installed (the shims' header is fiberio/patched.hpp)"; exit 1; }
 if [ -f "$lib/libfiberio.a" ]; then
