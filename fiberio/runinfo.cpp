@@ -5,7 +5,23 @@
 // caller's own file:line.
 #include "fiberio/runinfo.hpp"
 
+#if __has_include(<backtrace.h>)
 #include <backtrace.h>
+#else
+// GCC installs libbacktrace's header in its private include directory, where clang (the fuzzing
+// build) does not look. The four declarations used here, as libbacktrace's backtrace.h gives them:
+#include <cstdint>
+extern "C" {
+struct backtrace_state;
+typedef void (*backtrace_error_callback)(void* data, const char* msg, int errnum);
+typedef int (*backtrace_full_callback)(void* data, std::uintptr_t pc, const char* filename, int lineno,
+                                       const char* function);
+struct backtrace_state* backtrace_create_state(const char* filename, int threaded,
+                                               backtrace_error_callback error_callback, void* data);
+int backtrace_pcinfo(struct backtrace_state* state, std::uintptr_t pc, backtrace_full_callback callback,
+                     backtrace_error_callback error_callback, void* data);
+}
+#endif
 #include <boost/core/demangle.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -383,7 +399,7 @@ std::string run_info(const RunInfoOptions& opts) {
   auto give_up = std::chrono::steady_clock::now() + opts.hub_timeout;
   for (auto& [i, req] : asked) {
     std::unique_lock lk(req->mu);
-    if (req->cv.wait_until(lk, give_up, [&] { return req->done; })) {
+    if (req->cv.wait_until(lk, give_up, [r = req.get()] { return r->done; })) {  // (clang 14 cannot capture a binding)
       auto note = std::move(hubs[i].note);
       auto tid = hubs[i].tid;
       hubs[i] = std::move(req->info);
