@@ -760,7 +760,13 @@ TEST(GreenletScale, StacksAreRecycled) {
   auto maps = count_map_lines();
   auto mapped = fiberio::detail::Hub::current().stacks().mapped_bytes();
   round();
+#if !defined(__SANITIZE_ADDRESS__)
+  // (Under ASan its own allocator maps new regions for the round's objects while the last round's sit
+  // in its quarantine; the pool's own count below is the exact check there.)
   EXPECT_LE(count_map_lines(), maps);
+#else
+  (void)maps;
+#endif
   EXPECT_EQ(fiberio::detail::Hub::current().stacks().mapped_bytes(), mapped);
 }
 
