@@ -1,6 +1,6 @@
 // libFuzzer: fiberio::http's server side (Boost.Beast's request parser behind
 // http::Server::serve_connection) on any bytes, arriving in pieces on a socket. Whatever the bytes,
-// it never crashes or hangs, every reply starts with a status line of a code it may send (200, 400,
+// it never crashes or hangs, every reply starts with a status line (HTTP/1.0 or 1.1) of a code it may send (200, 400,
 // 404, 405, 413, 431), and it reads no more than the input.
 #include <cstdint>
 #include <string>
@@ -41,12 +41,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   server_end.close();
   writer.join();
   reader.join();
-  for (std::size_t at = 0; (at = replies.find("HTTP/1.1 ", at)) != std::string::npos; at += 9) {
-    auto code = replies.substr(at + 9, 3);
-    if (code != "200" && code != "400" && code != "404" && code != "405" && code != "413" && code != "431" &&
-        code != "100")
-      __builtin_trap();
-  }
-  if (!replies.empty() && !replies.starts_with("HTTP/1.1 ")) __builtin_trap();
+  // A reply carries the request's version (an HTTP/1.0 request gets "HTTP/1.0 ..."; a request too
+  // broken to have one, 1.1).
+  for (const char* version : {"HTTP/1.1 ", "HTTP/1.0 "})
+    for (std::size_t at = 0; (at = replies.find(version, at)) != std::string::npos; at += 9) {
+      auto code = replies.substr(at + 9, 3);
+      if (code != "200" && code != "400" && code != "404" && code != "405" && code != "413" && code != "431" &&
+          code != "100")
+        __builtin_trap();
+    }
+  if (!replies.empty() && !replies.starts_with("HTTP/1.1 ") && !replies.starts_with("HTTP/1.0 ")) __builtin_trap();
   return 0;
 }
