@@ -53,34 +53,7 @@ std::size_t count_map_lines() {
   return n;
 }
 
-// Runs fn in a fork()ed child; returns its wait status and what it wrote to stderr.
-struct ChildResult {
-  int status;
-  std::string err;
-};
-template <class Fn>
-ChildResult run_child(Fn fn) {
-  int p[2];
-  if (::pipe(p) != 0) throw std::runtime_error("pipe");
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    ::dup2(p[1], 2);
-    ::close(p[1]);
-    int rc = fn();
-    std::fflush(nullptr);
-    std::exit(rc);
-  }
-  ::close(p[1]);
-  std::string err;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) err.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return {status, err};
-}
+using fiberio_test::run_child;
 
 }  // namespace
 

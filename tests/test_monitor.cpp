@@ -321,10 +321,8 @@ TEST(Monitor, ForkedChildIsWatchedByItsOwnMonitorThread) {
   fiberio::ensure_hub();
   fiberio::enable_monitor(100ms);
   // Another hub thread in the parent: the child must not report (or signal) it.
-  std::atomic<bool> stop{false};
-  std::thread other([&] {
-    while (!stop) fiberio::sleep(5ms);
-  });
+  fiberio::Event stop;  // set from this thread: the other hub parks on it, in its poller
+  std::thread other([&] { stop.wait(); });
   auto res = fiberio_test::run_child([] {
     fiberio::set_stall_handler(nullptr);  // the default: the child's stderr
     auto g = fiberio::spawn([] { monitor_test_raw_nanosleep(300ms); });
@@ -338,7 +336,7 @@ TEST(Monitor, ForkedChildIsWatchedByItsOwnMonitorThread) {
     ::_exit(0);
     return 0;
   });
-  stop = true;
+  stop.set();
   other.join();
   ASSERT_TRUE(res.exited_ok()) << res.describe();
   EXPECT_NE(res.err.find("child-stall"), std::string::npos) << res.describe();

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -49,10 +51,51 @@ inline std::string without_sanitizer_notes(std::string text) {
   return text;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+constexpr bool kAddressSanitizer = __has_feature(address_sanitizer);
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
+// True when every thread of this process but the caller is asleep (state S in /proc).
+inline bool other_threads_asleep() {
+  const std::string self = std::to_string(::gettid());
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    if (task.path().filename() == self) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    auto paren = line.rfind(')');  // the name in parentheses may hold spaces
+    if (paren == std::string::npos) continue;  // the thread exited meanwhile
+    if (line.compare(paren + 1, 3, " S ") != 0) return false;
+  }
+  return true;
+}
+
+// Under ASan, waits (at most 2 s) until the process's other threads are asleep, seen twice 5 ms
+// apart, before a test forks. GCC 12's libasan has no fork handler (LLVM added one in 2023): a
+// child forked while another thread is inside ASan's allocator, typically a thread that has just
+// been started and is still setting itself up, inherits that size class's lock held, and its first
+// allocation from that class never returns. Seen as a fork()ed child whose new monitor or dump
+// thread hung in SizeClassAllocator64::GetFromAllocator under AsanThread::Init. glibc's malloc,
+// in the plain build, is fork-safe: there the fork races freely.
+inline void settle_threads_before_fork() {
+  if constexpr (!kAddressSanitizer) return;
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  int calm = 0;
+  while (calm < 2 && std::chrono::steady_clock::now() < deadline) {
+    calm = other_threads_asleep() ? calm + 1 : 0;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
 template <class Fn>
 ChildResult run_child(Fn fn, std::chrono::seconds limit = std::chrono::seconds(15)) {
   int out[2], err[2];
   if (::pipe(out) != 0 || ::pipe(err) != 0) throw std::runtime_error("pipe");
+  settle_threads_before_fork();
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork");
