@@ -55,6 +55,7 @@ struct Slot {
   int nframes = 0;
   std::uintptr_t interrupted_ip = 0;
   std::uint64_t greenlet_id = 0;
+  const void* spawn_site = nullptr;
   bool in_greenlet = false;
   std::weak_ptr<GreenletBase> greenlet;  // empty before each capture: the handler never frees one
 };
@@ -105,11 +106,13 @@ void on_signal(int, siginfo_t*, void* uc) {
     s->interrupted_ip = static_cast<std::uintptr_t>(static_cast<ucontext_t*>(uc)->uc_mcontext.gregs[REG_RIP]);
     // The running fiber's greenlet: its properties exist already (nothing is allocated here).
     s->in_greenlet = false;
+    s->spawn_site = nullptr;
     if (auto* ctx = boost::fibers::context::active())
       if (auto* p = ctx->get_properties())
         if (GreenletBase* g = static_cast<detail::FiberState*>(p)->greenlet) {
           s->in_greenlet = true;
           s->greenlet_id = g->id();
+          s->spawn_site = g->spawn_site();
           s->greenlet = g->weak_from_this();  // an atomic increment into an empty weak_ptr
         }
     s->capture.store(2, std::memory_order_release);
@@ -191,6 +194,7 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
   std::vector<std::uintptr_t> addrs;
   std::shared_ptr<GreenletBase> g;
   bool known = false, in_greenlet = false;
+  const void* spawn_site = nullptr;
   if (st.blocked) {
     // Frozen in the kernel: read, don't signal. The running greenlet is read while the hub has not
     // switched (checked after): its fiber cannot have ended meanwhile.
@@ -206,6 +210,7 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
         in_greenlet = true;
         r.greenlet_id = gb->id();
         r.greenlet_name = gb->name();
+        spawn_site = gb->spawn_site();
       } else if (!s.hub->running() && before != 0) {
         in_greenlet = true;
         r.greenlet_name = "(none: the hub's own dispatcher)";
@@ -228,6 +233,7 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
         known = true;
         in_greenlet = s.in_greenlet;
         r.greenlet_id = s.greenlet_id;
+        spawn_site = s.spawn_site;
         g = s.greenlet.lock();
         s.greenlet.reset();
         // Drop the handler's own frames, up to the signal trampoline: start at the interrupted pc.
@@ -246,6 +252,7 @@ StallReport capture(Slot& s, std::chrono::milliseconds so_far, int signo) {
   else if (!in_greenlet) r.greenlet_name = "MainGreenlet";
   else if (g) r.greenlet_name = g->name();
   else if (r.greenlet_name.empty()) r.greenlet_name = fmt::format("Greenlet-{} (finished since)", r.greenlet_id);
+  if (known && spawn_site) r.spawned_at = detail::describe_spawn_site(spawn_site);
   for (std::size_t i = 0; i < addrs.size(); ++i) r.stack.push_back(symbolize(addrs[i], i > 0));
   return r;
 }
@@ -360,6 +367,7 @@ std::string StallReport::format() const {
     return fmt::format("fiberio: stall on thread {} ({}) ended after {} ms\n", thread_id, thread_name, duration.count());
   std::string out = fmt::format("fiberio: hub on thread {} ({}) stalled for {} ms so far: greenlet {} (id {}) is running",
                                 thread_id, thread_name, duration.count(), greenlet_name, greenlet_id);
+  if (!spawned_at.empty()) out += fmt::format(" (spawned at {})", spawned_at);
   if (syscall >= 0) out += fmt::format(", blocked in system call {}", syscall);
   out += scanned ? "\n  its stack (read from the blocked thread; a stale frame may show):\n" : "\n  its stack:\n";
   if (stack.empty()) out += "  (unavailable: the thread did not run the monitor's signal handler within 200 ms; is the signal blocked there?)\n";

@@ -52,6 +52,7 @@ struct StallReport {
   std::string thread_name;   // pthread name
   std::uint64_t greenlet_id = 0;  // 0: the thread's main fiber, or unknown
   std::string greenlet_name;      // "MainGreenlet" for the main fiber
+  std::string spawned_at;         // where the greenlet was spawned (file:line (function)); empty for the main fiber or unknown
   std::chrono::milliseconds duration{0};  // so far (Stalled), in total (Ended)
   long syscall = -1;         // the system call the thread is blocked in; -1: running user code
   bool scanned = false;      // stack read from a blocked thread's memory (see above), not unwound

@@ -304,7 +304,7 @@ std::string format_hub(const HubInfo& h, const RunInfoOptions& opts) {
     out += "\n";
     if (!main)
       out += fmt::format("    spawned at {} by {}\n",
-                         g.spawn_site ? user_site({reinterpret_cast<std::uintptr_t>(g.spawn_site) + 1}) : "unknown",
+                         detail::describe_spawn_site(g.spawn_site),
                          spawner_name(g.spawner));
     if (!g.stack.empty()) {
       out += "    parked at " + user_site(g.stack) + "\n    stack (read from the parked fiber; a stale frame may show):\n";
@@ -334,7 +334,7 @@ std::string format_hub(const HubInfo& h, const RunInfoOptions& opts) {
       }
       auto bar = k.rfind('|');
       auto site = std::strtoull(k.c_str() + bar + 1, nullptr, 10);
-      out += fmt::format("    {} x {}, spawned at {}\n", c, k.substr(0, bar), site ? user_site({site + 1}) : "unknown");
+      out += fmt::format("    {} x {}, spawned at {}\n", c, k.substr(0, bar), detail::describe_spawn_site(reinterpret_cast<const void*>(site)));
     }
     if (rest) out += fmt::format("    {} more in smaller groups\n", rest);
   }
@@ -530,6 +530,10 @@ void fire_finish(std::uint64_t id) noexcept { fire({HubEvent::Kind::Finish, id, 
 void fire_stall(std::uint64_t id, std::uint64_t ms) noexcept { fire({HubEvent::Kind::Stall, id, ms}); }
 void fire_started(std::uint64_t id) noexcept {
   fire({HubEvent::Kind::Switch, id, std::exchange(t_switch_from, HubEvent::kHub)});
+}
+
+std::string describe_spawn_site(const void* spawn_site) {
+  return spawn_site ? user_site({reinterpret_cast<std::uintptr_t>(spawn_site) + 1}) : "unknown";
 }
 
 void dump_signal_from_env() {

@@ -5,6 +5,7 @@
 #include <fiberio/fiberio.hpp>
 #include <fiberio/monitor.hpp>
 #include <fiberio/detail/monitor.hpp>
+#include <fmt/format.h>
 
 #include <dirent.h>
 #include <sys/syscall.h>
@@ -98,6 +99,7 @@ TEST(Monitor, KernelBlockedGreenletReportedOnceWithNameIdAndStack) {
   FIBERIO_WATCHDOG(20);
   Reports reports;
   fiberio::enable_monitor(100ms);
+  const std::string spawned_here = fmt::format("test_monitor.cpp:{}", __LINE__ + 1);
   auto g = fiberio::spawn([] { monitor_test_raw_nanosleep(300ms); });
   g.set_name("stall-sleeper");
   g.join();
@@ -112,6 +114,8 @@ TEST(Monitor, KernelBlockedGreenletReportedOnceWithNameIdAndStack) {
   EXPECT_EQ(r.syscall, SYS_nanosleep) << r.format();
   EXPECT_TRUE(r.scanned) << r.format();
   EXPECT_TRUE(stack_has(r, "monitor_test_raw_nanosleep")) << r.format();
+  EXPECT_NE(r.spawned_at.find(spawned_here), std::string::npos) << r.format();
+  EXPECT_NE(r.format().find("(spawned at "), std::string::npos) << r.format();
   auto ends = reports.of(gettid_(), StallReport::Kind::Ended);
   ASSERT_EQ(ends.size(), 1u) << reports.dump();
   EXPECT_GE(ends[0].duration, 250ms) << ends[0].format();
@@ -123,6 +127,7 @@ TEST(Monitor, CpuLoopReportedWithItsUnwoundStack) {
   FIBERIO_WATCHDOG(20);
   Reports reports;
   fiberio::enable_monitor(100ms);
+  const std::string spawned_here = fmt::format("test_monitor.cpp:{}", __LINE__ + 1);
   auto g = fiberio::spawn([] { monitor_test_cpu_loop(300ms); });
   g.set_name("fib-on-the-hub");
   g.join();
@@ -136,6 +141,7 @@ TEST(Monitor, CpuLoopReportedWithItsUnwoundStack) {
   EXPECT_EQ(r.syscall, -1) << r.format();
   EXPECT_FALSE(r.scanned) << r.format();  // taken by the signal handler on the thread itself
   EXPECT_TRUE(stack_has(r, "monitor_test_cpu_loop")) << r.format();
+  EXPECT_NE(r.spawned_at.find(spawned_here), std::string::npos) << r.format();
   EXPECT_NE(fiberio::monitor_signal(), 0);
   EXPECT_EQ(reports.of(gettid_(), StallReport::Kind::Ended).size(), 1u) << reports.dump();
 }
@@ -151,6 +157,7 @@ TEST(Monitor, MainFiberStallNamesTheMainGreenlet) {
   auto stalls = reports.of(gettid_(), StallReport::Kind::Stalled);
   ASSERT_EQ(stalls.size(), 1u) << reports.dump();
   EXPECT_EQ(stalls[0].greenlet_name, "MainGreenlet") << stalls[0].format();
+  EXPECT_TRUE(stalls[0].spawned_at.empty()) << stalls[0].format();  // nobody spawned the main fiber
   EXPECT_TRUE(stack_has(stalls[0], "monitor_test_cpu_loop")) << stalls[0].format();
 }
 

@@ -143,3 +143,34 @@ TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
   EXPECT_EQ(rows["unpatched"].second, "STALLED");
   EXPECT_EQ(rows["patched"].second, "ok");
 }
+
+// Issue 11 part 1 on the demo: with the monitor on, each stalled run is reported once, naming the
+// greenlet, where it was spawned, and the blocking call in its stack; then the stall's length.
+TEST(PatchedDemos, SleepStallWithTheMonitorReportsEachStall) {
+  FIBERIO_WATCHDOG(60);
+  fiberio::ensure_hub();
+  TempDir dir;
+  std::string log = dir.path + "/out";
+  Child run({demo("sleep_stall"), "--monitor", "100"}, log);
+  int st = run.signal_and_wait(0, 30000ms);
+  ASSERT_NE(st, -1) << "sleep_stall did not finish";
+  std::string out = read_file(log);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  // One report per stalled run, in order: its first line, then its stack up to the next report.
+  std::vector<std::string> reports;
+  for (std::size_t at = 0; (at = out.find("fiberio: hub on thread", at)) != std::string::npos; ++at)
+    reports.push_back(out.substr(at, out.find("fiberio: stall on thread", at) - at));
+  ASSERT_EQ(reports.size(), 3u) << out;  // unpatched, bypasses-libc, cpu-loop; nothing for the cured runs
+  const char* const expected[][2] = {{"greenlet sleeper(unpatched)", " sleep at "},
+                                     {"greenlet sleeper(bypasses-libc)", "third_party::nap_raw()"},
+                                     {"greenlet sleeper(cpu-loop)", "third_party::fib(int)"}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_NE(reports[i].find(expected[i][0]), std::string::npos) << reports[i];
+    EXPECT_NE(reports[i].find("spawned at "), std::string::npos) << reports[i];
+    EXPECT_NE(reports[i].find("demos/sleep_stall.cpp:"), std::string::npos) << reports[i];
+    EXPECT_NE(reports[i].find(expected[i][1]), std::string::npos) << reports[i];
+  }
+  std::size_t ended = 0;
+  for (std::size_t at = 0; (at = out.find(") ended after ", at)) != std::string::npos; ++at) ++ended;
+  EXPECT_EQ(ended, 3u) << out;
+}

@@ -31,6 +31,9 @@ void for_each_hub(const std::function<void(const HubSlot&)>& fn);
 std::string thread_name(pid_t tid);  // from /proc (the pthread name)
 // Reads this process's memory through the kernel: false, not a crash, where nothing is mapped.
 bool read_memory(std::uintptr_t addr, void* out, std::size_t n) noexcept;
+// Where a greenlet was spawned, from GreenletBase::spawn_site(): "file:line (function)" of the first
+// frame outside fiberio (runinfo.cpp's symbolizer; any thread).
+std::string describe_spawn_site(const void* spawn_site);
 // FIBERIO_DUMP_SIGNAL (runinfo.cpp): read with FIBERIO_MONITOR_MS, when the first hub starts.
 void dump_signal_from_env();
 
