@@ -25,6 +25,7 @@ bool Event::is_set() const {
 
 bool Event::wait(OptDuration timeout) {
   auto deadline = detail::deadline_after(timeout);
+  detail::exploration_point();  // seeded mode may switch here, even when the event is set
   detail::SpinLockGuard lk(lock_);
   // A set() wakes every fiber waiting at that moment, even if clear() follows before it runs (gevent).
   while (!flag_)

@@ -76,6 +76,7 @@ class AsyncResult {
   }
   bool wait(OptDuration timeout = {}) const {
     auto deadline = detail::deadline_after(timeout);
+    detail::exploration_point();  // seeded mode may switch here, even when the result is ready
     detail::SpinLockGuard lk(s_->lock);
     while (!s_->done)
       if (!detail::park(s_->waiters, lk, deadline, detail::WaitKind::External, {"fiberio::AsyncResult", s_.get()}) && Clock::now() >= deadline)

@@ -133,9 +133,11 @@ bool Hub::suspend_virtual(std::chrono::steady_clock::time_point const& tp) noexc
   if (next == kNoDeadline) return false;
   // Waits on other threads (Event, AsyncResult: external_waiters_) do not hold the clock back: most
   // are set by this hub's own fibers, and an Event never set must not turn a virtual timeout into a
-  // real one. So a timed wait for another thread's work may expire before that work is done
-  // (docs/design.md, "Reproducing races"); a wake-up already sent (notified_) is seen first.
-  bool only_timers = fd_waiters_ == 0 && !notified_.load() && tp == (std::chrono::steady_clock::time_point::max)();
+  // real one. A thread-pool job this hub queued does: its result comes at a real time. So a timed wait
+  // for work on a thread of the program's own may expire before that work is done (docs/design.md,
+  // "Reproducing races"); a wake-up already sent (notified_) is seen first.
+  bool only_timers = fd_waiters_ == 0 && sched_->offloads_in_flight()->load() == 0 && !notified_.load() &&
+                     tp == (std::chrono::steady_clock::time_point::max)();
   if (only_timers) {
     if (poll(0) || !ready_.empty()) return true;  // a wake-up from another thread came first
     sched_->advance_to(next);  // nothing else can happen before the next deadline: jump to it

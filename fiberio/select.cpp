@@ -69,6 +69,7 @@ class EventCase final : public SelectCase {
 
 std::optional<std::size_t> select(const std::vector<SelectCase*>& cases, OptDuration timeout) {
   const auto deadline = deadline_after(timeout);
+  exploration_point();  // seeded mode may switch here, even when a case is ready
   const std::size_t n = cases.size();
   auto kind = WaitKind::Local;
   for (auto* c : cases)

@@ -9,14 +9,15 @@
 //
 // Seeded mode: which ready fiber runs next is chosen from the seed (a PCT priority scheme), and
 // fibers may also be switched at exploration points, where they would not normally yield: acquiring a
-// Lock / Semaphore / RLock, a Queue/Channel put or get, Socket send/sendall, and
-// testing::exploration_point(). With the same seed and the same inputs, the same switch trace results
+// Lock / Semaphore / RLock, a Queue/Channel put or get, an Event/AsyncResult wait, select(), Socket
+// send/sendall, and testing::exploration_point(). With the same seed and the same inputs, the same switch trace results
 // on every run.
 //
 // Virtual time: fiberio's Clock (and so sleep, timeouts, Timeout guards) reads a per-hub clock that
 // stands still while fibers run, and jumps to the next deadline whenever every fiber waits on timers
-// only. While a fiber waits on an fd or on another thread, virtual time runs at the real pace instead
-// (the fd's event may come at any real time; jumping could fire a timeout before it).
+// only. While a fiber waits on an fd, or a ThreadPool job one of them queued runs, virtual time runs
+// at the real pace instead (the event or the result may come at any real time; jumping could fire a
+// timeout before it). Other waits on other threads do not hold it (docs/design.md).
 //
 // Environment: FIBERIO_SEED=N seeds every hub the process creates (and makes explore() run that one
 // schedule); FIBERIO_VIRTUAL_TIME=1 puts them on virtual time.

@@ -13,13 +13,15 @@
 # assembly backend) saved its callee-saved registers at:
 #   +0x00 fpu control words, +0x08 (unused), +0x10 r12, +0x18 r13, +0x20 r14, +0x28 r15,
 #   +0x30 rbx, +0x38 rbp, +0x40 return address; the fiber's rsp after that return is fctx + 0x48.
-# `greenlet bt` loads those into the greenlet's thread (saving the thread's own registers and putting
-# them back after), so gdb's own unwinder (DWARF CFI) walks the greenlet's stack exactly. Where gdb
-# cannot write registers (a core file), it scans the greenlet's saved stack for return addresses
-# instead, as the run-info dump does (best effort: a stale frame may show; RelWithDebInfo builds have
-# no frame pointers to walk). Builds using the ucontext backend (the sanitizer builds) have another
-# layout: the commands say so instead of guessing.
+# `greenlet bt` hands those to gdb through a frame unwinder (_IntoGreenlet): the greenlet's thread's
+# innermost frame unwinds into them, and gdb's own unwinder (DWARF CFI) walks the greenlet's stack from
+# there, exactly, the same in a live process and in a core file; nothing is written to the process.
+# Builds using the ucontext backend (the sanitizer builds) have another layout: the commands say so
+# instead of guessing.
+import re
+
 import gdb
+import gdb.unwinder
 
 _STATUS = {0: "pending", 1: "running", 2: "succeeded", 3: "failed", 4: "killed"}
 _FRAME = [("r12", 0x10), ("r13", 0x18), ("r14", 0x20), ("r15", 0x28), ("rbx", 0x30), ("rbp", 0x38)]
@@ -234,87 +236,67 @@ def _saved_registers(fctx):
     return regs
 
 
-def _bt_by_loading(regs, bt_args):
-    """Loads regs into the selected thread, runs bt, puts the thread's own registers back. False if
-    gdb cannot write registers here (a core file)."""
-    gdb.execute("frame 0", to_string=True)
-    frame = gdb.selected_frame()
-    saved = {name: int(frame.read_register(name).cast(gdb.lookup_type("unsigned long"))) for name in regs}
+class _FrameId:
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+class _IntoGreenlet(gdb.unwinder.Unwinder):
+    """While `greenlet bt` runs: the selected thread's innermost real (not inlined) frame unwinds into
+    the greenlet's saved registers, so the frames after it are the greenlet's stack, walked by gdb's own
+    DWARF unwinder. Nothing is written to the process (a core file cannot be written), and its threads
+    keep their registers."""
+
+    def __init__(self):
+        super().__init__("fiberio-greenlet-bt")
+        self.regs = None  # the greenlet's registers, only while `greenlet bt` runs
+        self.level = 0  # the level of the thread's innermost real frame (inlined ones come first)
+
+    def __call__(self, pending):
+        if self.regs is None or pending.level() != self.level:
+            return None
+        # gdb stops a backtrace whose caller's frame lies inner to (below) its callee's: the greenlet's
+        # stack may lie anywhere relative to the thread's. Frame #0 is given an id just below the
+        # greenlet's stack pointer instead of its own (ids only tell frames apart).
+        info = pending.create_unwind_info(_FrameId(gdb.Value(self.regs["rsp"] - 64), pending.read_register("rip")))
+        for name, value in self.regs.items():
+            info.add_saved_register(name, gdb.Value(value).cast(pending.read_register(name).type))
+        return info
+
+
+_UNWINDER = _IntoGreenlet()
+gdb.unwinder.register_unwinder(None, _UNWINDER, replace=True)
+
+
+def _bt_of(regs, bt_args):
+    """gdb's bt of the greenlet whose saved registers are regs, run on the selected thread: its output
+    without the thread's own innermost frames, renumbered from #0."""
+    gdb.invalidate_cached_frames()
+    f, inlined = gdb.newest_frame(), 0
+    while f is not None and f.type() == gdb.INLINE_FRAME:
+        f, inlined = f.older(), inlined + 1
+    own = inlined + 1  # the thread's frames shown before the greenlet's
+    # A frame count counts the thread's own frames too.
+    args = [str(int(a) + own) if a.isdigit() else a for a in gdb.string_to_argv(bt_args)]
+    _UNWINDER.level = inlined
+    _UNWINDER.regs = regs
+    gdb.invalidate_cached_frames()
     try:
-        gdb.execute("set $rsp = 0x%x" % regs["rsp"], to_string=True)
-    except gdb.error:
-        return False
-    try:
-        for name, value in regs.items():
-            gdb.execute("set $%s = 0x%x" % (name, value), to_string=True)
-        gdb.execute("bt " + bt_args)
+        text = gdb.execute("bt " + " ".join(args), to_string=True)
     finally:
-        for name, value in saved.items():
-            gdb.execute("set $%s = 0x%x" % (name, value), to_string=True)
-        gdb.execute("frame 0", to_string=True)
-    return True
-
-
-def _is_return_address(inferior, w):
-    """True if w is a code address right after a call instruction (best effort: call rel32, or an
-    indirect call through a register or memory)."""
-    try:
-        if gdb.block_for_pc(w) is None and gdb.current_progspace().solib_name(w) is None:
-            return False
-        before = bytes(inferior.read_memory(w - 7, 7))
-    except (gdb.MemoryError, RuntimeError, gdb.error):
-        return False
-    if before[2] == 0xE8:  # call rel32
-        return True
-    for back in (2, 3, 4, 6, 7):  # call r/m64: ff /2, with its ModRM, SIB and displacement
-        op, modrm = before[7 - back], before[7 - back + 1]
-        if op == 0xFF and (modrm >> 3) & 7 == 2:
-            return True
-    return False
-
-
-def _frames_at(pc):
-    """gdb-like frame text for a return address: one line per inlined call, innermost first."""
-    lookup = pc - 1  # inside the call instruction: its line, its inlined chain
-    try:
-        block = gdb.block_for_pc(lookup)
-    except RuntimeError:
-        block = None
-    names = []
-    while block is not None and not block.is_static and not block.is_global:
-        if block.function is not None:
-            names.append(block.function.print_name)
-        block = block.superblock
-    sal = gdb.find_pc_line(lookup)
-    where = " at %s:%d" % (sal.symtab.filename, sal.line) if sal.symtab is not None else ""
-    if not names:
-        text = gdb.execute("info symbol 0x%x" % pc, to_string=True).strip()
-        names = [text.split(" in section")[0] if not text.startswith("No symbol") else "??"]
-        where = ""
-    return ["0x%016x in %s%s" % (pc, names[0], where)] + ["[the call above is inlined in] %s" % n for n in names[1:]]
-
-
-def _bt_by_scanning(g, fctx, limit):
-    """Where gdb cannot load registers (a core file): the return addresses on the greenlet's saved
-    stack, from its suspension point up to where its body began (stack_top_), symbolized. A scan, as
-    the run-info dump's: a stale return address left in an unused slot may show."""
-    inferior = gdb.selected_inferior()
-    print("(a core file: gdb cannot load the greenlet's registers here; scanning its stack for return "
-          "addresses instead: a stale frame may show)")
-    top = int(g.g["stack_top_"].cast(gdb.lookup_type("unsigned long")))
-    start = fctx + _RIP_AT
-    end = top + 4096 if start < top < start + (8 << 20) else start + (64 << 10)
-    n = 0
-    words = bytes(inferior.read_memory(start, end - start))
-    for off in range(0, len(words), 8):
-        w = int.from_bytes(words[off:off + 8], "little")
-        if w < 4096 or not _is_return_address(inferior, w):
-            continue
-        for line in _frames_at(w):
-            print("#%-2d %s" % (n, line))
-            n += 1
-            if limit and n >= limit:
-                return
+        _UNWINDER.regs = None
+        gdb.invalidate_cached_frames()
+    out, frame = [], -1
+    for line in text.splitlines():
+        m = re.match(r"#(\d+)(\s+)", line)
+        if m:
+            frame = int(m.group(1))
+            if frame >= own:
+                line = "#" + str(frame - own).ljust(len(m.group(1)) + len(m.group(2)) - 1) + " " + line[m.end():]
+        if frame >= own:  # the thread's own frames, and their lines under bt full, are left out
+            out.append(line)
+    print("\n".join(out))
 
 
 class GreenletBt(gdb.Command):
@@ -348,10 +330,7 @@ class GreenletBt(gdb.Command):
                 t.switch()
                 try:
                     print("Greenlet %d \"%s\" (thread %d), suspended at fctx 0x%x:" % (g.id, g.name, t.num, fctx))
-                    regs = _saved_registers(fctx)
-                    if not _bt_by_loading(regs, bt_args):
-                        count = [a for a in args[1:] if a.lstrip("-").isdigit()]
-                        _bt_by_scanning(g, fctx, abs(int(count[0])) if count else 0)
+                    _bt_of(_saved_registers(fctx), bt_args)
                 finally:
                     old_thread.switch()
                 return

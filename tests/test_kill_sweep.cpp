@@ -19,20 +19,12 @@
 #include <tuple>
 #include <vector>
 
+#include "support/leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
-
-int open_fds() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
 
 // What the open fds are, for a failure message.
 std::string fd_table() {
@@ -66,7 +58,7 @@ struct World {
 template <class W>
 int sweep(int max_rounds = 3000) {
   fiberio::yield();  // the hub's own fds (epoll, eventfd) are not the scenario's
-  const int fds = open_fds();
+  const std::size_t fds = fiberio_test::count_fds();
   const std::size_t greenlets = fiberio::live_greenlets();
   for (int k = 0; k < max_rounds; ++k) {
     bool finished = false;
@@ -97,7 +89,7 @@ int sweep(int max_rounds = 3000) {
       if (r.idle == r.threads) break;
       std::this_thread::sleep_for(1ms);
     }
-    EXPECT_EQ(open_fds(), fds) << "k=" << k << "\n" << fd_table();
+    EXPECT_EQ(fiberio_test::count_fds(), fds) << "k=" << k << "\n" << fd_table();
     if (::testing::Test::HasFailure()) return k;
     if (finished) {
       ::testing::Test::RecordProperty("kill_points", k);

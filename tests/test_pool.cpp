@@ -1,5 +1,4 @@
 // Group and Pool (gevent.pool), plus the race_counter demo run as a child process.
-#include <dirent.h>
 #include <fiberio/fiberio.hpp>
 #include <gtest/gtest.h>
 
@@ -11,21 +10,13 @@
 #include <thread>
 #include <vector>
 
+#include "support/leak_check.hpp"
 #include "watchdog.hpp"
 
 using namespace std::chrono_literals;
 using fiberio::Clock;
 
 namespace {
-
-int open_fds() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
 
 // Tracks how many bodies run at once.
 struct Concurrency {
@@ -456,7 +447,7 @@ DemoRun run_race_counter(const std::string& args) {
 TEST(RaceCounterDemo, LosesUpdatesWithoutLockAndNoneWithLock) {
   ASSERT_EQ(::access(FIBERIO_BINARY_DIR "/demos/race_counter", X_OK), 0)
       << "build the demos (target race_counter) first";
-  int fds0 = open_fds();
+  std::size_t fds0 = fiberio_test::count_fds();
 
   auto racy = run_race_counter("-n 10");
   EXPECT_EQ(racy.status, 0) << racy.output;
@@ -484,5 +475,5 @@ TEST(RaceCounterDemo, LosesUpdatesWithoutLockAndNoneWithLock) {
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("usage:"), std::string::npos) << help.output;
 
-  EXPECT_EQ(open_fds(), fds0);
+  EXPECT_EQ(fiberio_test::count_fds(), fds0);
 }

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <regex>
 #include <set>
 #include <stdexcept>
@@ -176,19 +177,18 @@ TEST(Schedule, ExplorationPointsKeepLocksAndQueuesCorrect) {
   EXPECT_FALSE(w.failed) << w.describe();
 }
 
-TEST(Schedule, ExploreSwitchesAtAnUncontendedLock) {
-  FIBERIO_WATCHDOG(60);
-  // Check-then-act across a Lock that nobody holds: without exploration points it never interleaves.
-  auto check_then_act = [] {
+// Two greenlets check-then-act across `step`, an operation that would not block: without exploration
+// points a plain run never interleaves them; exploring must find the schedule with two winners.
+namespace {
+void expect_explore_switches_at(const std::function<void()>& step) {
+  auto check_then_act = [&] {
     bool taken = false;
     int winners = 0;
-    fiberio::Lock lock;
     std::vector<fiberio::Greenlet<void>> gs;
     for (int i = 0; i < 2; ++i)
       gs.push_back(fiberio::spawn([&] {
         if (taken) return;
-        lock.acquire();  // uncontended: a plain run never switches here
-        lock.release();
+        step();  // does not block: a plain run never switches here
         taken = true;
         ++winners;
       }));
@@ -202,6 +202,43 @@ TEST(Schedule, ExploreSwitchesAtAnUncontendedLock) {
   auto r = testing_::explore(check_then_act, 200, 9);
   EXPECT_TRUE(r.failed);
   EXPECT_EQ(r.error, "two winners");
+}
+}  // namespace
+
+TEST(Schedule, ExploreSwitchesAtAnUncontendedLock) {
+  FIBERIO_WATCHDOG(60);
+  expect_explore_switches_at([] {
+    fiberio::Lock lock;
+    lock.acquire();
+    lock.release();
+  });
+}
+
+TEST(Schedule, ExploreSwitchesAtTheWaitOfASetEvent) {
+  FIBERIO_WATCHDOG(60);
+  expect_explore_switches_at([] {
+    fiberio::Event ready;
+    ready.set();
+    ready.wait();
+  });
+}
+
+TEST(Schedule, ExploreSwitchesAtTheGetOfAReadyAsyncResult) {
+  FIBERIO_WATCHDOG(60);
+  expect_explore_switches_at([] {
+    fiberio::AsyncResult<int> result;
+    result.set(1);
+    result.get();
+  });
+}
+
+TEST(Schedule, ExploreSwitchesAtASelectWithAReadyCase) {
+  FIBERIO_WATCHDOG(60);
+  expect_explore_switches_at([] {
+    fiberio::Event ready;  // an Event case: arming it does not wait on the Event
+    ready.set();
+    fiberio::select({ready});
+  });
 }
 
 // ---- virtual time ----
@@ -299,6 +336,40 @@ TEST(VirtualTime, DoesNotJumpWhileAnFdWaitIsPending) {
   EXPECT_GE(reader_saw, 90ms);
   EXPECT_LT(reader_saw, 1h);
   EXPECT_EQ(total, 1h);
+  EXPECT_LT(std::chrono::steady_clock::now() - real0, 5s);
+}
+
+// A thread-pool job holds the virtual clock as an fd wait does: its result comes at a real time, and
+// jumping an hour would have expired the wait for it (with the old clock: TimeoutError at once).
+TEST(VirtualTime, DoesNotJumpWhileAnOffloadedJobRuns) {
+  FIBERIO_WATCHDOG(30);
+  auto real0 = std::chrono::steady_clock::now();
+  std::vector<std::string> order;
+  Clock::duration waiter_saw{}, total{};
+  on_fresh_thread([&] {
+    testing_::set_virtual_time(true);
+    auto v0 = Clock::now();
+    auto waiter = fiberio::spawn([&] {
+      auto job = fiberio::default_threadpool().spawn([] {
+        std::this_thread::sleep_for(100ms);
+        return 7;
+      });
+      EXPECT_EQ(job.get(30min), 7);  // a timed wait: the next virtual deadline is 30 min away
+      waiter_saw = Clock::now() - v0;
+      order.push_back("waiter");
+    });
+    auto sleeper = fiberio::spawn([&] {
+      fiberio::sleep(1h);
+      order.push_back("sleeper");
+    });
+    fiberio::joinall({waiter, sleeper});
+    total = Clock::now() - v0;
+    return 0;
+  });
+  EXPECT_EQ(order, (std::vector<std::string>{"waiter", "sleeper"}));
+  EXPECT_GE(waiter_saw, 90ms);
+  EXPECT_LT(waiter_saw, 30min);
+  EXPECT_EQ(total, 1h);  // once the job is done, the clock jumps again
   EXPECT_LT(std::chrono::steady_clock::now() - real0, 5s);
 }
 

@@ -16,7 +16,9 @@
 #include <boost/fiber/waker.hpp>
 #include <boost/intrusive/set.hpp>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -97,6 +99,10 @@ class Schedule {
   void advance_to(Clock::time_point t) noexcept {
     if (t > vnow_) vnow_ = t;
   }
+  // Thread-pool jobs this hub's fibers queued that have not finished (threadpool.cpp counts them;
+  // shared, as a job may outlive the hub): the clock does not jump past a job in flight (tokio's
+  // paused clock does not auto-advance while a spawn_blocking task runs either).
+  const std::shared_ptr<std::atomic<int>>& offloads_in_flight() const noexcept { return offloads_; }
 
  private:
   static constexpr std::uint64_t kUniformEvery = 8;
@@ -106,6 +112,7 @@ class Schedule {
   void step(boost::fibers::context* running) noexcept;
 
   ReadyQueue& ready_;
+  std::shared_ptr<std::atomic<int>> offloads_ = std::make_shared<std::atomic<int>>(0);
   bool seeded_ = false;
   std::uint64_t seed_ = 0;
   SplitMix64 rng_{0};
