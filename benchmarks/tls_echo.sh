@@ -18,13 +18,21 @@ openssl req -new $ec -keyout "$work/key.pem" -out "$work/csr.pem" -subj /CN=loca
 printf 'subjectAltName=DNS:localhost\n' > "$work/ext"
 openssl x509 -req -in "$work/csr.pem" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
   -out "$work/cert.pem" -days 1 -extfile "$work/ext" 2>/dev/null
+# The server's CPU time (utime+stime of all its threads, /proc/PID/stat) around the client's run: the
+# load generator shares the work (each session is a handshake on both sides), so sessions per server
+# CPU-second is the figure to compare.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
 port=18443
 for model in fiber thread; do
   taskset -c 0 "$bin" server --model $model --port $port --cert "$work/cert.pem" --key "$work/key.pem" &
   pid=$!
   sleep 0.5
-  printf '%s: ' $model
-  taskset -c 1 "$bin" client --port $port --ca "$work/ca.pem" --conns "$conns" --seconds "$secs"
+  cpu0=$(cpu_ticks $pid)
+  out=$(taskset -c 1 "$bin" client --port $port --ca "$work/ca.pem" --conns "$conns" --seconds "$secs")
+  cpu1=$(cpu_ticks $pid)
+  sessions=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "sessions") print $(i + 1)}')
+  per_cpu=$(awk -v n="${sessions:-0}" -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", (t > 0 ? n / (t / hz) : 0) }')
+  echo "$model: $out server_cpu_s $(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }') sessions_per_server_cpu_s $per_cpu"
   kill $pid; wait $pid 2>/dev/null || true; pid=""
   port=$((port + 1))
 done
