@@ -113,17 +113,27 @@ TEST(PatchedDemos, BlockingEchoServerOnPortZeroPrintsTheRealPort) {
   EXPECT_NE(server.signal_and_wait(SIGINT, 5000ms), -1);
 }
 
-TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
-  FIBERIO_WATCHDOG(60);
+namespace {
+// Runs sleep_stall with `args` to its end; its stdout and stderr. Fails the test unless it exits 0.
+std::string run_sleep_stall(std::vector<std::string> args) {
   fiberio::ensure_hub();
   TempDir dir;
   std::string log = dir.path + "/out";
-  Child run({demo("sleep_stall")}, log);
+  args.insert(args.begin(), demo("sleep_stall"));
+  Child run(args, log);
   int st = run.signal_and_wait(0, 30000ms);
-  ASSERT_NE(st, -1) << "sleep_stall did not finish";
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << read_file(log);
+  std::string out = read_file(log);
+  EXPECT_NE(st, -1) << "sleep_stall did not finish";
+  EXPECT_TRUE(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  return out;
+}
+}  // namespace
+
+TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
+  FIBERIO_WATCHDOG(60);
+  std::string out = run_sleep_stall({});
   std::map<std::string, std::pair<double, std::string>> rows;  // run -> (worst gap, verdict)
-  std::istringstream in(read_file(log));
+  std::istringstream in(out);
   for (std::string line; std::getline(in, line);) {
     std::istringstream ls(line);
     std::vector<std::string> tok;
@@ -133,7 +143,7 @@ TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
     for (size_t i = tok.size() - 5; i < tok.size() - 1; ++i) worst = std::max(worst, std::stod(tok[i]));
     rows[tok[0]] = {worst, tok.back()};
   }
-  ASSERT_EQ(rows.size(), 5u) << read_file(log);
+  ASSERT_EQ(rows.size(), 5u) << out;
   // The numbers themselves, not just the verdicts: a 1 s sleep either shows up as a ~1 s gap or not.
   EXPECT_GE(rows["unpatched"].first, 900);
   EXPECT_GE(rows["bypasses-libc"].first, 900);
@@ -148,14 +158,7 @@ TEST(PatchedDemos, SleepStallShowsTheStallAndItsCure) {
 // greenlet, where it was spawned, and the blocking call in its stack; then the stall's length.
 TEST(PatchedDemos, SleepStallWithTheMonitorReportsEachStall) {
   FIBERIO_WATCHDOG(60);
-  fiberio::ensure_hub();
-  TempDir dir;
-  std::string log = dir.path + "/out";
-  Child run({demo("sleep_stall"), "--monitor", "100"}, log);
-  int st = run.signal_and_wait(0, 30000ms);
-  ASSERT_NE(st, -1) << "sleep_stall did not finish";
-  std::string out = read_file(log);
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  std::string out = run_sleep_stall({"--monitor", "100"});
   // One report per stalled run, in order: its first line, then its stack up to the next report.
   std::vector<std::string> reports;
   for (std::size_t at = 0; (at = out.find("fiberio: hub on thread", at)) != std::string::npos; ++at)
